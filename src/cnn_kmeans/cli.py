@@ -1,0 +1,126 @@
+"""Local command line: `cnn-kmeans train` and `cnn-kmeans predict` on plain paths."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cnn_kmeans import __version__
+from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
+from cnn_kmeans.data import format_csv, read_channel
+from cnn_kmeans.errors import UserError
+from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.persistence import load, save
+from cnn_kmeans.trainer import EpochReport
+
+log = logging.getLogger("cnn_kmeans")
+
+
+def _flag_type(hp: Hyperparameter):
+    def parse(text: str):
+        try:
+            return hp.check(text)
+        except UserError:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}; allowed: {hp.allowed()}"
+            ) from None
+
+    parse.__name__ = hp.kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; hyperparameter flags come from the declarations."""
+    parser = argparse.ArgumentParser(
+        prog="cnn-kmeans", description="Cluster time series: CNN encoder + KMeans."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on CSV series")
+    train.add_argument("--train", required=True, type=Path, help="CSV file or folder")
+    train.add_argument("--validation", type=Path, help="CSV file or folder (optional)")
+    train.add_argument("--model-dir", required=True, type=Path, help="where the model goes")
+    group = train.add_argument_group("hyperparameters")
+    for hp in HYPERPARAMETERS:
+        group.add_argument(
+            f"--{hp.name}",
+            dest=hp.field,
+            type=_flag_type(hp),
+            default=hp.default,
+            metavar=hp.kind.__name__.upper(),
+            help=f"{hp.help} (default {hp.default}; allowed {hp.allowed()})",
+        )
+
+    predict = commands.add_parser("predict", help="label CSV series with a trained model")
+    predict.add_argument("--model-dir", required=True, type=Path, help="a trained model")
+    predict.add_argument("input", type=Path, help="CSV file or folder")
+    predict.add_argument("-o", "--output", type=Path, help="output CSV (default: stdout)")
+    return parser
+
+
+def _log_epoch(report: EpochReport) -> None:
+    valid = "" if report.valid_loss is None else f"  valid_loss {report.valid_loss:.4f}"
+    log.info(
+        "epoch %d/%d  train_loss %.4f%s  %.2f s/epoch  elapsed %.1f s  ETA %.1f s",
+        report.epoch,
+        report.epochs,
+        report.train_loss,
+        valid,
+        report.seconds,
+        report.elapsed,
+        report.eta,
+    )
+
+
+def _sizes(labels: np.ndarray, clusters: int) -> str:
+    counts = np.bincount(labels, minlength=clusters)
+    return ", ".join(f"{k}: {n}" for k, n in enumerate(counts))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train, save, and report the model and its cluster sizes."""
+    config = Config(**{hp.field: getattr(args, hp.field) for hp in HYPERPARAMETERS})
+    series = read_channel(args.train)
+    valid = read_channel(args.validation) if args.validation else None
+    model = CNNKMeans(config).fit(series, valid, on_epoch=_log_epoch)
+    save(model, args.model_dir)
+    log.info("model saved to %s", args.model_dir)
+    log.info("training cluster sizes: %s", _sizes(model.labels_, model.n_clusters_))
+
+
+def predict(args: argparse.Namespace) -> None:
+    """Label every row of the input; one output row `label,f1,...,fD` per input row."""
+    model = load(args.model_dir)
+    series = read_channel(args.input)
+    features = model.transform(series)
+    labels = model.assign(features)[0]
+    text = format_csv(labels, features)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        log.info("predictions for %d series written to %s", len(labels), args.output)
+    else:
+        sys.stdout.write(text)
+    log.info("cluster sizes: %s", _sizes(labels, model.n_clusters_))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cnn-kmeans` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        {"train": train, "predict": predict}[args.command](args)
+    except UserError as error:
+        log.error("error: %s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

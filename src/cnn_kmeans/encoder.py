@@ -1,0 +1,188 @@
+"""The dilated causal CNN encoder of Franceschi et al. (2019), with masked max pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from cnn_kmeans.config import Config
+
+NEGATIVE_SLOPE = 0.01
+
+
+class CausalConv(nn.Module):
+    """A weight-normalised dilated convolution that only looks at the present and the past.
+
+    Padding is added on the left only. Taps whose offset reaches past the start of every series
+    (offset >= length) could only read that padding, so they are dropped: the result is exactly
+    that of a zero-padded causal convolution, with at most `length - 1` columns of padding.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.conv = weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L)."""
+        length = x.shape[-1]
+        taps = min(self.kernel_size, (length - 1) // self.dilation + 1)
+        weight = self.conv.weight[:, :, self.kernel_size - taps :]
+        pad = (taps - 1) * self.dilation
+        if pad:
+            x = F.pad(x, (pad, 0))
+        return F.conv1d(x, weight, self.conv.bias, dilation=self.dilation if taps > 1 else 1)
+
+
+class CausalBlock(nn.Module):
+    """Two causal convolutions with LeakyReLU, plus a residual path (1x1 conv if channels change)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.conv1 = CausalConv(in_channels, out_channels, kernel_size, dilation)
+        self.conv2 = CausalConv(out_channels, out_channels, kernel_size, dilation)
+        self.residual = (
+            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L)."""
+        # In place: the convolutions' outputs are not needed for their own backward pass.
+        y = F.leaky_relu(self.conv1(x), NEGATIVE_SLOPE, inplace=True)
+        y = F.leaky_relu(self.conv2(y), NEGATIVE_SLOPE, inplace=True)
+        return y + (x if self.residual is None else self.residual(x))
+
+
+class Encoder(nn.Module):
+    """Univariate series of any length -> fixed-size features.
+
+    `blocks` blocks of `filters` channels with dilations 1, 2, ..., 2^(blocks-1), one final block of
+    `reduced_size` channels with dilation 2^blocks, max pooling over each series' true length,
+    then a linear layer to `output_size` features.
+    """
+
+    def __init__(
+        self,
+        blocks: int,
+        filters: int,
+        kernel_size: int,
+        reduced_size: int,
+        output_size: int,
+        in_channels: int = 1,
+    ):
+        super().__init__()
+        layers = []
+        channels = in_channels
+        for i in range(blocks):
+            layers.append(CausalBlock(channels, filters, kernel_size, 2**i))
+            channels = filters
+        layers.append(CausalBlock(channels, reduced_size, kernel_size, 2**blocks))
+        self.network = nn.Sequential(*layers)
+        self.linear = nn.Linear(reduced_size, output_size)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Encoder:
+        """The encoder a `Config` describes."""
+        return cls(
+            config.blocks,
+            config.filters,
+            config.kernel_size,
+            config.reduced_size,
+            config.output_size,
+        )
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode a batch.
+
+        Args:
+            x: (B, L) series, left-aligned; values after a series' end must be finite (they are
+                never read by the causal convolutions at valid positions and are masked out of
+                the pooling).
+            lengths: (B,) true lengths, or None when every series has length L.
+
+        Returns:
+            (B, output_size) features.
+        """
+        h = self.network(x.unsqueeze(1))
+        if lengths is not None:
+            padding = torch.arange(h.shape[-1], device=h.device) >= lengths[:, None]
+            h = h.masked_fill(padding[:, None, :], float("-inf"))
+        return self.linear(h.amax(dim=2))
+
+
+def length_buckets(lengths: np.ndarray, *, max_buckets: int = 0, max_cells: int = 0) -> list:
+    """Group windows of similar length so each group pads little.
+
+    Args:
+        lengths: (M,) window lengths.
+        max_buckets: when > 0, at most this many groups: one per distinct length when there are
+            few, else equal-count groups of the sorted lengths (training steps).
+        max_cells: when > 0, groups of ascending length whose padded size (count x longest)
+            stays within this budget (inference over many series; bounds memory).
+
+    Returns:
+        A list of index arrays into `lengths`.
+    """
+    order = np.argsort(lengths, kind="stable")
+    if max_cells:
+        sorted_lengths = lengths[order]
+        groups, i, m = [], 0, len(order)
+        while i < m:
+            end = min(m, i + max(1, max_cells // int(sorted_lengths[i])))
+            while end - i > 1 and (end - i) * int(sorted_lengths[end - 1]) > max_cells:
+                end = i + max(1, max_cells // int(sorted_lengths[end - 1]))
+            groups.append(order[i:end])
+            i = end
+        return groups
+    distinct, starts = np.unique(lengths[order], return_index=True)
+    if len(distinct) <= max(1, max_buckets):
+        return np.split(order, starts[1:])
+    return [g for g in np.array_split(order, max_buckets) if len(g)]
+
+
+def encode_windows(
+    encoder: Encoder,
+    series: torch.Tensor,
+    index: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    *,
+    max_buckets: int = 4,
+    max_cells: int = 0,
+) -> torch.Tensor:
+    """Encode the windows series[index[i], start[i] : start[i] + length[i]].
+
+    Windows are grouped by length (see `length_buckets`), each group is gathered into one padded
+    batch and encoded in one call; the result is in the order of the windows.
+
+    Args:
+        encoder: the encoder.
+        series: (N, L) left-aligned series on the encoder's device, zero after each series' end.
+        index, start, length: (M,) int64 window descriptions (length >= 1).
+        max_buckets, max_cells: see `length_buckets`.
+
+    Returns:
+        (M, output_size) features.
+    """
+    device = series.device
+    groups = length_buckets(length, max_buckets=max_buckets, max_cells=max_cells)
+    parts, positions = [], []
+    for group in groups:
+        lengths = torch.as_tensor(length[group], device=device)
+        width = int(length[group].max())
+        steps = torch.arange(width, device=device)
+        columns = torch.as_tensor(start[group], device=device)[:, None] + steps
+        columns = columns.clamp_(max=series.shape[1] - 1)
+        rows = torch.as_tensor(index[group], device=device)[:, None]
+        batch = series[rows, columns].masked_fill(steps >= lengths[:, None], 0.0)
+        ragged = bool((length[group] != width).any())
+        parts.append(encoder(batch, lengths if ragged else None))
+        positions.append(group)
+    features = torch.cat(parts)
+    inverse = np.empty(len(length), dtype=np.int64)
+    inverse[np.concatenate(positions)] = np.arange(len(length))
+    return features[torch.as_tensor(inverse, device=device)]

@@ -1,0 +1,195 @@
+"""The estimator: `CNNKMeans(config).fit(X)`, then `transform`, `predict`, `distances`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnn_kmeans.config import Config
+from cnn_kmeans.data import pad_rows
+from cnn_kmeans.preprocess import Scaler, clean
+from cnn_kmeans.encoder import Encoder, encode_windows
+from cnn_kmeans.errors import UserError
+from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
+
+log = logging.getLogger(__name__)
+
+# Inference batches hold at most this many time steps (series x padded length): bounds memory.
+INFERENCE_CELLS = 1 << 16
+# Silhouette scores are computed on at most this many series (seeded sample).
+SILHOUETTE_SAMPLE = 10_000
+
+SeriesLike = np.ndarray | Sequence[Sequence[float]]
+
+
+def default_device() -> torch.device:
+    """The GPU when one is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare(X: SeriesLike) -> tuple[np.ndarray, np.ndarray]:
+    """Raw series (NaN-padded 2-D array or a list of rows) -> cleaned (N, L) float32, lengths."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        values = X.astype(np.float32, copy=False)
+    elif isinstance(X, np.ndarray) and X.ndim != 1:
+        raise UserError(f"expected a 2-D array of series (N, L), got shape {X.shape}")
+    else:
+        values = pad_rows([np.asarray(row, dtype=np.float32).ravel() for row in X])
+    if len(values) == 0:
+        raise UserError("no series given: provide at least one row")
+    return clean(values)
+
+
+class CNNKMeans:
+    """Dilated causal CNN encoder trained with a triplet loss, then KMeans on its features.
+
+    Fitted attributes end in an underscore: `scaler_`, `encoder_`, `centroids_` (k, D),
+    `labels_` (N,) of the training series, `sweep_` (one dict per k tried when `max_clusters` > 0).
+    """
+
+    def __init__(self, config: Config | None = None, device: torch.device | None = None):
+        self.config = config or Config()
+        self.device = device or default_device()
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: SeriesLike,
+        X_valid: SeriesLike | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> CNNKMeans:
+        """Train the encoder on X (validation loss on X_valid if given), then fit KMeans."""
+        values, lengths = prepare(X)
+        self._check_cluster_count(len(lengths))
+        self.scaler_ = Scaler.fit(self.config.scaling, values)
+        train = self.scaler_.transform(values)
+        valid = valid_lengths = None
+        if X_valid is not None:
+            valid_values, valid_lengths = prepare(X_valid)
+            valid = self.scaler_.transform(valid_values)
+        log.info(
+            "training on %d series (length %d-%d), %d steps per epoch, device %s",
+            len(lengths),
+            lengths.min(),
+            lengths.max(),
+            -(-len(lengths) // self.config.batch_size),
+            self.device,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.encoder_ = Encoder.from_config(self.config).to(self.device)
+        Trainer(self.encoder_, self.config).fit(train, lengths, valid, valid_lengths, on_epoch)
+        self.fit_clusters(self._encode(train, lengths))
+        return self
+
+    def fit_clusters(self, features: np.ndarray) -> None:
+        """Fit KMeans on (N, D) features; with `max_clusters` pick k by the best silhouette."""
+        config = self.config
+        self.sweep_: list[dict[str, float]] = []
+        k = config.clusters
+        if config.max_clusters:
+            top = min(config.max_clusters, len(features) - 1)
+            if top < 2:
+                raise UserError(
+                    f"max-clusters={config.max_clusters} needs at least 3 series; "
+                    f"got {len(features)}"
+                )
+            for candidate in range(2, top + 1):
+                kmeans = self._kmeans(candidate, features)
+                score = silhouette(features, kmeans.labels_, config.seed)
+                self.sweep_.append(
+                    {"k": candidate, "silhouette": score, "inertia": float(kmeans.inertia_)}
+                )
+                log.info("k=%d silhouette=%.4f inertia=%.4g", candidate, score, kmeans.inertia_)
+            k = max(self.sweep_, key=lambda row: row["silhouette"])["k"]
+            log.info("chose k=%d (best silhouette)", k)
+        self.centroids_ = self._kmeans(k, features).cluster_centers_.astype(np.float32)
+        self.labels_ = self.assign(features)[0]
+
+    def _kmeans(self, k: int, features: np.ndarray) -> Any:
+        # scikit-learn is imported only to fit: inference (nearest centroid) never needs it,
+        # which keeps ~85 MB out of every serving worker.
+        from sklearn.cluster import KMeans
+
+        self._check_cluster_count(len(features), k)
+        return KMeans(
+            n_clusters=k, algorithm=self.config.algorithm, n_init=10, random_state=self.config.seed
+        ).fit(features)
+
+    def _check_cluster_count(self, count: int, k: int | None = None) -> None:
+        k = k or (2 if self.config.max_clusters else self.config.clusters)
+        if k > count:
+            raise UserError(
+                f"clusters={k} but the training data has only {count} series; "
+                "lower clusters or provide more series"
+            )
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def transform(self, X: SeriesLike) -> np.ndarray:
+        """Features (N, output_size) float32 of raw series."""
+        values, lengths = prepare(X)
+        return self._encode(self.scaler_.transform(values), lengths)
+
+    def predict(self, X: SeriesLike) -> np.ndarray:
+        """Cluster labels (N,) int64 of raw series."""
+        return self.assign(self.transform(X))[0]
+
+    def distances(self, X: SeriesLike) -> np.ndarray:
+        """Euclidean distances (N, k) float32 from each series' features to each centroid."""
+        return self.assign(self.transform(X))[1]
+
+    def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of (N, D) features: labels (N,) int64 and distances (N, k) float32."""
+        f = features.astype(np.float64)
+        c = self.centroids_.astype(np.float64)
+        squared = (f * f).sum(1)[:, None] - 2.0 * f @ c.T + (c * c).sum(1)[None, :]
+        np.maximum(squared, 0.0, out=squared)
+        return squared.argmin(axis=1).astype(np.int64), np.sqrt(squared).astype(np.float32)
+
+    def score(self, X: SeriesLike) -> float:
+        """Silhouette coefficient of the predicted labels on the features of X."""
+        features = self.transform(X)
+        return silhouette(features, self.assign(features)[0], self.config.seed)
+
+    @property
+    def n_clusters_(self) -> int:
+        """The number of clusters in use (differs from `clusters` after a k sweep)."""
+        return len(self.centroids_)
+
+    def _encode(self, scaled: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self.encoder_.eval()
+        with torch.inference_mode():
+            features = encode_windows(
+                self.encoder_,
+                as_tensor(scaled, self.device),
+                np.arange(len(lengths)),
+                np.zeros(len(lengths), dtype=np.int64),
+                lengths,
+                max_cells=INFERENCE_CELLS,
+            )
+        return features.cpu().numpy()
+
+    def summary(self) -> dict[str, Any]:
+        """What a fitted model is, in plain values (for reports and config.json)."""
+        return {
+            "clusters": self.n_clusters_,
+            "feature_size": int(self.centroids_.shape[1]),
+            "sweep": self.sweep_,
+        }
+
+
+def silhouette(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Silhouette coefficient on at most `SILHOUETTE_SAMPLE` series; NaN if it is undefined."""
+    distinct = len(np.unique(labels))
+    if not 2 <= distinct <= len(labels) - 1:
+        return float("nan")
+    from sklearn.metrics import silhouette_score  # see CNNKMeans._kmeans
+
+    sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
+    return float(silhouette_score(features, labels, sample_size=sample, random_state=seed))

@@ -1,0 +1,87 @@
+"""Save and load a fitted model: config.json + encoder.pt (state_dict) + centroids.npy. No pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnn_kmeans import __version__
+from cnn_kmeans.config import Config
+from cnn_kmeans.preprocess import Scaler
+from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.errors import ArtifactError, UserError
+from cnn_kmeans.model import CNNKMeans, default_device
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+ENCODER_FILE = "encoder.pt"
+CENTROIDS_FILE = "centroids.npy"
+ARTIFACT_FILES = (CONFIG_FILE, ENCODER_FILE, CENTROIDS_FILE)
+
+
+def save(model: CNNKMeans, directory: str | os.PathLike) -> Path:
+    """Write the artifact files into `directory` (created if needed); returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "hyperparameters": model.config.to_dict(),
+        "scaler": model.scaler_.to_dict(),
+        **model.summary(),
+    }
+    state = {key: value.detach().cpu() for key, value in model.encoder_.state_dict().items()}
+    torch.save(state, directory / ENCODER_FILE)
+    np.save(directory / CENTROIDS_FILE, model.centroids_, allow_pickle=False)
+    # config.json last: a directory with it present is complete.
+    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    return directory
+
+
+def load(directory: str | os.PathLike, device: torch.device | None = None) -> CNNKMeans:
+    """Load an artifact directory; every problem is an ArtifactError that says what is wrong."""
+    directory = Path(directory)
+    missing = [name for name in ARTIFACT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ArtifactError(
+            f"model directory {directory} lacks {', '.join(missing)}; "
+            "point it at the output of a cnn-kmeans training run"
+        )
+    try:
+        document = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{directory / CONFIG_FILE} is not valid JSON: {error}") from None
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{directory / CONFIG_FILE} has format version {version!r}; this cnn-kmeans "
+            f"{__version__} reads version {FORMAT_VERSION}: retrain the model or use the "
+            "package version that wrote it"
+        )
+    try:
+        config = Config.from_dict(document["hyperparameters"])
+        scaler = Scaler.from_dict(document["scaler"])
+    except (KeyError, TypeError, UserError) as error:
+        raise ArtifactError(f"{directory / CONFIG_FILE} is incomplete or invalid: {error}") from None
+    model = CNNKMeans(config, device or default_device())
+    model.scaler_ = scaler
+    model.sweep_ = list(document.get("sweep", []))
+    try:
+        state = torch.load(directory / ENCODER_FILE, map_location="cpu", weights_only=True)
+        encoder = Encoder.from_config(config)
+        encoder.load_state_dict(state)
+        centroids = np.load(directory / CENTROIDS_FILE, allow_pickle=False)
+    except Exception as error:  # any failure to decode these files means they are corrupt
+        raise ArtifactError(f"model files in {directory} are corrupt: {error}") from None
+    if centroids.ndim != 2 or centroids.shape[1] != config.output_size or len(centroids) < 2:
+        raise ArtifactError(
+            f"{directory / CENTROIDS_FILE} has shape {centroids.shape}; expected "
+            f"(clusters, {config.output_size})"
+        )
+    model.encoder_ = encoder.to(model.device).eval()
+    model.centroids_ = centroids.astype(np.float32, copy=False)
+    return model

@@ -1,0 +1,169 @@
+"""Optimisation of the encoder with the triplet loss, epoch by epoch, with resumable state."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnn_kmeans.config import Config
+from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.loss import sample_triplets, triplet_loss
+
+# Validation loss is an average over at most this many anchors, always the same ones.
+MAX_VALIDATION_ANCHORS = 1024
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one finished epoch reports (times in seconds)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    valid_loss: float | None
+    seconds: float
+    elapsed: float
+    eta: float
+
+
+def as_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, L) NaN-padded float array -> zero-padded float32 tensor on `device`."""
+    return torch.from_numpy(np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0)).to(
+        device
+    )
+
+
+class Trainer:
+    """Trains an encoder; `state_dict` captures everything needed to resume exactly."""
+
+    def __init__(self, encoder: Encoder, config: Config):
+        self.encoder = encoder
+        self.config = config
+        self.optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
+        self.rng = np.random.default_rng(config.seed)
+        self.epoch = 0  # epochs completed
+        self.elapsed = 0.0  # seconds spent in completed epochs
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder lives."""
+        return next(self.encoder.parameters()).device
+
+    def fit(
+        self,
+        train: np.ndarray,
+        train_lengths: np.ndarray,
+        valid: np.ndarray | None = None,
+        valid_lengths: np.ndarray | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> None:
+        """Run the remaining epochs up to `config.epochs`.
+
+        Args:
+            train: (N, L) cleaned, scaled series, NaN after each series' end.
+            train_lengths: (N,) lengths.
+            valid, valid_lengths: the same for the validation set, or None.
+            on_epoch: called after every epoch (progress, metrics, checkpoints).
+        """
+        series = as_tensor(train, self.device)
+        valid_series = None if valid is None else as_tensor(valid, self.device)
+        while self.epoch < self.config.epochs:
+            began = time.perf_counter()
+            train_loss = self.run_epoch(series, train_lengths)
+            valid_loss = (
+                None
+                if valid_series is None
+                else self.validation_loss(valid_series, valid_lengths)
+            )
+            seconds = time.perf_counter() - began
+            self.epoch += 1
+            self.elapsed += seconds
+            remaining = self.config.epochs - self.epoch
+            if on_epoch is not None:
+                on_epoch(
+                    EpochReport(
+                        epoch=self.epoch,
+                        epochs=self.config.epochs,
+                        train_loss=train_loss,
+                        valid_loss=valid_loss,
+                        seconds=seconds,
+                        elapsed=self.elapsed,
+                        eta=self.elapsed / self.epoch * remaining,
+                    )
+                )
+
+    def run_epoch(self, series: torch.Tensor, lengths: np.ndarray) -> float:
+        """One pass over the series in shuffled batches; returns the mean loss per anchor."""
+        self.encoder.train()
+        size = self.config.batch_size
+        order = self.rng.permutation(len(lengths))
+        total = 0.0
+        for step in range(math.ceil(len(order) / size)):
+            anchors = order[step * size : (step + 1) * size]
+            triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
+            loss = triplet_loss(self.encoder, series, triplets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(anchors)
+        return total / len(order)
+
+    @torch.inference_mode()
+    def validation_loss(self, series: torch.Tensor, lengths: np.ndarray) -> float:
+        """The loss on held-out series, with the same sampled windows at every call."""
+        self.encoder.eval()
+        rng = np.random.default_rng([self.config.seed, 1])
+        count = min(len(lengths), MAX_VALIDATION_ANCHORS)
+        order = rng.permutation(len(lengths))[:count]
+        size = self.config.batch_size
+        total = 0.0
+        for begin in range(0, count, size):
+            anchors = order[begin : begin + size]
+            triplets = sample_triplets(rng, lengths, anchors, self.config.negative_samples)
+            total += triplet_loss(self.encoder, series, triplets).item() * len(anchors)
+        return total / count
+
+    def state_dict(self) -> dict[str, Any]:
+        """Encoder, optimizer, sampling generator and progress (tensors and plain values only)."""
+        return {
+            "encoder": self.encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": _rng_state(self.rng),
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.encoder.load_state_dict(state["encoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = _rng_from_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.elapsed = float(state["elapsed"])
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's 128-bit integers become strings so the state loads with weights_only=True.
+    state = rng.bit_generator.state
+    return {
+        "bit_generator": state["bit_generator"],
+        "state": str(state["state"]["state"]),
+        "inc": str(state["state"]["inc"]),
+        "has_uint32": state["has_uint32"],
+        "uinteger": state["uinteger"],
+    }
+
+
+def _rng_from_state(saved: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "bit_generator": saved["bit_generator"],
+        "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
+        "has_uint32": saved["has_uint32"],
+        "uinteger": saved["uinteger"],
+    }

@@ -1,0 +1,128 @@
+"""The encoder: exact architecture, exact causal convolutions, batch-independent features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnn_kmeans.encoder import (
+    CausalBlock,
+    CausalConv,
+    Encoder,
+    encode_windows,
+    length_buckets,
+)
+
+
+def make_encoder(blocks: int = 3, **kwargs) -> Encoder:
+    torch.manual_seed(0)
+    args = dict(filters=6, kernel_size=3, reduced_size=5, output_size=4) | kwargs
+    return Encoder(blocks, **args).eval()
+
+
+def test_architecture_follows_the_paper():
+    encoder = make_encoder(blocks=3, filters=6, reduced_size=5)
+    blocks = list(encoder.network)
+    assert all(isinstance(b, CausalBlock) for b in blocks)
+    assert [b.conv1.dilation for b in blocks] == [1, 2, 4, 8]
+    assert [b.conv1.conv.in_channels for b in blocks] == [1, 6, 6, 6]
+    assert [b.conv2.conv.out_channels for b in blocks] == [6, 6, 6, 5]
+    # 1x1 residual convolutions exactly where the channel count changes
+    assert [b.residual is not None for b in blocks] == [True, False, False, True]
+    assert encoder.linear.in_features == 5 and encoder.linear.out_features == 4
+    names = [name for name, _ in encoder.named_parameters()]
+    assert any("parametrizations.weight.original0" in n for n in names)  # new weight_norm API
+
+
+def test_one_block_still_uses_filters():
+    blocks = list(make_encoder(blocks=1, filters=7, reduced_size=3).network)
+    assert [(b.conv1.conv.in_channels, b.conv2.conv.out_channels) for b in blocks] == [
+        (1, 7),
+        (7, 3),
+    ]
+    assert [b.conv1.dilation for b in blocks] == [1, 2]
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 40])
+@pytest.mark.parametrize("dilation", [1, 2, 8, 64])
+@pytest.mark.parametrize("kernel_size", [2, 3, 5])
+def test_causal_conv_equals_zero_padded_convolution(length, dilation, kernel_size):
+    torch.manual_seed(1)
+    conv = CausalConv(3, 4, kernel_size, dilation)
+    x = torch.randn(2, 3, length)
+    full = (kernel_size - 1) * dilation
+    expected = F.conv1d(F.pad(x, (full, 0)), conv.conv.weight, conv.conv.bias, dilation=dilation)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_never_look_ahead():
+    encoder = make_encoder(blocks=4)
+    x = torch.randn(1, 50)
+    y = x.clone()
+    y[0, 30:] = torch.randn(20)
+    hidden_x = encoder.network(x[:, None])
+    hidden_y = encoder.network(y[:, None])
+    torch.testing.assert_close(hidden_x[..., :30], hidden_y[..., :30])
+    assert not torch.allclose(hidden_x[..., 30:], hidden_y[..., 30:])
+
+
+def test_features_do_not_depend_on_batch_companions_or_padding():
+    encoder = make_encoder(blocks=5)
+    short = torch.randn(23)
+    alone = encoder(short[None])
+    batch = torch.randn(3, 90) * 5  # longer companions
+    batch[1, :23] = short
+    batch[1, 23:] = 1e3  # padding content must not matter
+    lengths = torch.tensor([90, 23, 61])
+    together = encoder(batch, lengths)
+    torch.testing.assert_close(together[1], alone[0], rtol=1e-5, atol=1e-6)
+    # companions' features are also their own
+    torch.testing.assert_close(together[2], encoder(batch[2:3, :61])[0], rtol=1e-5, atol=1e-6)
+
+
+def reference_conv(conv: CausalConv, h: torch.Tensor) -> torch.Tensor:
+    """A plain zero-padded causal convolution using every tap."""
+    full = (conv.kernel_size - 1) * conv.dilation
+    out = F.conv1d(F.pad(h, (full, 0)), conv.conv.weight, conv.conv.bias, dilation=conv.dilation)
+    return F.leaky_relu(out, 0.01)
+
+
+def test_deep_encoder_on_short_series_equals_plain_causal_network():
+    encoder = make_encoder(blocks=20)  # dilations up to 2^20 on series of 10 points
+    x = torch.randn(2, 10)
+    h = x[:, None]
+    for block in encoder.network:
+        y = reference_conv(block.conv2, reference_conv(block.conv1, h))
+        h = y + (h if block.residual is None else block.residual(h))
+    expected = encoder.linear(h.amax(dim=2))
+    torch.testing.assert_close(encoder(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_length_buckets_partition_windows():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=500)
+    for groups in (
+        length_buckets(lengths, max_buckets=4),
+        length_buckets(lengths, max_cells=3000),
+    ):
+        assert sorted(np.concatenate(groups).tolist()) == list(range(500))
+    for group in length_buckets(lengths, max_cells=3000):
+        assert len(group) == 1 or len(group) * lengths[group].max() <= 3000
+    assert len(length_buckets(np.array([5, 9, 5, 9, 9]), max_buckets=4)) == 2
+
+
+def test_encode_windows_matches_one_window_at_a_time():
+    encoder = make_encoder(blocks=3)
+    rng = np.random.default_rng(1)
+    series = torch.randn(6, 40)
+    index = rng.integers(0, 6, size=30)
+    length = rng.integers(1, 20, size=30)
+    start = rng.integers(0, 40 - length + 1)
+    with torch.no_grad():
+        got = encode_windows(encoder, series, index, start, length, max_buckets=3)
+        expected = torch.cat(
+            [encoder(series[i : i + 1, s : s + n]) for i, s, n in zip(index, start, length)]
+        )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

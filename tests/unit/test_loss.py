@@ -1,0 +1,99 @@
+"""Triplet sampling follows the paper; the batched loss equals a per-sample reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.loss import Triplets, sample_triplets, triplet_loss
+
+
+def reference_loss(encoder: Encoder, series: torch.Tensor, t: Triplets) -> torch.Tensor:
+    """The loss as the paper writes it: one encoder call per window, no padding."""
+
+    def encode(i: int, start: int, length: int) -> torch.Tensor:
+        return encoder(series[i : i + 1, start : start + length])[0]
+
+    positive_terms, negative_terms = [], []
+    for b in range(t.batch_size):
+        anchor = encode(t.anchor_index[b], t.anchor_start[b], t.anchor_length[b])
+        positive = encode(t.anchor_index[b], t.positive_start[b], t.positive_length[b])
+        positive_terms.append(-F.logsigmoid(anchor @ positive))
+        for k in range(t.negatives):
+            negative = encode(t.negative_index[b, k], t.negative_start[b, k], t.negative_length[b, k])
+            negative_terms.append(-F.logsigmoid(-(anchor @ negative)))
+    # -mean_b log σ(a·p) + (1/K) Σ_k -mean_b log σ(-a·n_k)
+    return torch.stack(positive_terms).mean() + torch.stack(negative_terms).sum() / (
+        t.batch_size * t.negatives
+    )
+
+
+def padded(lengths: np.ndarray, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    series = torch.randn(len(lengths), int(lengths.max()), generator=generator)
+    series[torch.arange(series.shape[1]) >= torch.as_tensor(lengths)[:, None]] = 0.0
+    return series
+
+
+def check_windows(t: Triplets, lengths: np.ndarray) -> None:
+    own = lengths[t.anchor_index]
+    assert (t.positive_length >= 1).all() and (t.positive_length <= t.anchor_length).all()
+    assert (t.anchor_start >= 0).all() and (t.anchor_start + t.anchor_length <= own).all()
+    assert (t.positive_start >= t.anchor_start).all()
+    assert (t.positive_start + t.positive_length <= t.anchor_start + t.anchor_length).all()
+    negative_own = lengths[t.negative_index]
+    expected = np.minimum(t.positive_length[:, None], negative_own)
+    assert (t.negative_length == expected).all()
+    assert (t.negative_start >= 0).all()
+    assert (t.negative_start + t.negative_length <= negative_own).all()
+
+
+def test_equal_lengths_draw_one_length_pair_per_batch():
+    lengths = np.full(30, 50)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        t = sample_triplets(rng, lengths, rng.permutation(30)[:8], 4)
+        check_windows(t, lengths)
+        assert len(set(t.positive_length)) == 1 and len(set(t.anchor_length)) == 1
+        assert t.negative_index.shape == (8, 4)
+
+
+def test_unequal_lengths_bound_every_draw_by_its_own_series():
+    lengths = np.random.default_rng(1).integers(1, 60, size=40)
+    rng = np.random.default_rng(2)
+    seen_lengths = set()
+    for _ in range(200):
+        t = sample_triplets(rng, lengths, rng.permutation(40)[:10], 5)
+        check_windows(t, lengths)
+        seen_lengths.update(t.positive_length.tolist())
+    assert len(seen_lengths) > 20  # lengths really are drawn per sample
+
+
+def test_sampling_is_reproducible():
+    lengths = np.arange(5, 25)
+    a = sample_triplets(np.random.default_rng(7), lengths, np.arange(6), 3)
+    b = sample_triplets(np.random.default_rng(7), lengths, np.arange(6), 3)
+    for name in Triplets.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_batched_loss_and_gradients_equal_reference(equal):
+    torch.manual_seed(0)
+    encoder = Encoder(blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4)
+    rng = np.random.default_rng(3)
+    lengths = np.full(12, 33) if equal else rng.integers(1, 40, size=12)
+    series = padded(lengths, seed=4)
+    t = sample_triplets(rng, lengths, rng.permutation(12)[:6], 3)
+
+    fast = triplet_loss(encoder, series, t)
+    fast_grads = torch.autograd.grad(fast, list(encoder.parameters()))
+    slow = reference_loss(encoder, series, t)
+    slow_grads = torch.autograd.grad(slow, list(encoder.parameters()))
+
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
