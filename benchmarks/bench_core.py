@@ -156,7 +156,8 @@ def main() -> None:
         r = parse_versus_encode(args.parse_mb)
         print(
             f"parse {r['csv_mb']:.0f} MB ({r['rows']} rows): {r['parse_s']:.1f} s "
-            f"({r['csv_mb'] / r['parse_s']:.0f} MB/s); encoding them: ~{r['encode_s_estimated']:.1f} s"
+            f"({r['csv_mb'] / r['parse_s']:.0f} MB/s); "
+            f"encoding them: ~{r['encode_s_estimated']:.1f} s"
         )
 
 

@@ -182,9 +182,7 @@ class Config:
         for key, value in values.items():
             hp = BY_NAME.get(key.replace("_", "-"))
             if hp is None:
-                raise UserError(
-                    f"unknown hyperparameter {key!r}; known: {', '.join(BY_NAME)}"
-                )
+                raise UserError(f"unknown hyperparameter {key!r}; known: {', '.join(BY_NAME)}")
             kwargs[hp.field] = value
         return cls(**kwargs)
 

@@ -329,5 +329,5 @@ def format_csv(labels: np.ndarray, values: np.ndarray | None = None) -> str:
     row = "%d," + ",".join(["%.9g"] * values.shape[1]) + "\n"
     return "".join(
         row % (label, *rest)
-        for label, rest in zip(labels.tolist(), values.astype(np.float32).tolist())
+        for label, rest in zip(labels.tolist(), values.astype(np.float32).tolist(), strict=True)
     )

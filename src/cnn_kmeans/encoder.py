@@ -25,7 +25,8 @@ class CausalConv(nn.Module):
         super().__init__()
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.conv = weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation))
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.conv = weight_norm(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, L) -> (B, C_out, L)."""
@@ -39,7 +40,7 @@ class CausalConv(nn.Module):
 
 
 class CausalBlock(nn.Module):
-    """Two causal convolutions with LeakyReLU, plus a residual path (1x1 conv if channels change)."""
+    """Two causal convolutions with LeakyReLU, plus a residual (1x1 conv if channels change)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int):
         super().__init__()

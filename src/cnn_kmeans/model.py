@@ -11,9 +11,9 @@ import torch
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
-from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.encoder import Encoder, encode_windows
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
 
 log = logging.getLogger(__name__)

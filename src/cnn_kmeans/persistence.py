@@ -1,4 +1,4 @@
-"""Save and load a fitted model: config.json + encoder.pt (state_dict) + centroids.npy. No pickle."""
+"""Save and load a model: config.json, encoder.pt (a state_dict), centroids.npy. No pickle."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 
 from cnn_kmeans import __version__
 from cnn_kmeans.config import Config
-from cnn_kmeans.preprocess import Scaler
 from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.errors import ArtifactError, UserError
 from cnn_kmeans.model import CNNKMeans, default_device
+from cnn_kmeans.preprocess import Scaler
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -66,7 +66,9 @@ def load(directory: str | os.PathLike, device: torch.device | None = None) -> CN
         config = Config.from_dict(document["hyperparameters"])
         scaler = Scaler.from_dict(document["scaler"])
     except (KeyError, TypeError, UserError) as error:
-        raise ArtifactError(f"{directory / CONFIG_FILE} is incomplete or invalid: {error}") from None
+        raise ArtifactError(
+            f"{directory / CONFIG_FILE} is incomplete or invalid: {error}"
+        ) from None
     model = CNNKMeans(config, device or default_device())
     model.scaler_ = scaler
     model.sweep_ = list(document.get("sweep", []))

@@ -77,9 +77,7 @@ class Trainer:
             began = time.perf_counter()
             train_loss = self.run_epoch(series, train_lengths)
             valid_loss = (
-                None
-                if valid_series is None
-                else self.validation_loss(valid_series, valid_lengths)
+                None if valid_series is None else self.validation_loss(valid_series, valid_lengths)
             )
             seconds = time.perf_counter() - began
             self.epoch += 1

@@ -123,6 +123,9 @@ def test_encode_windows_matches_one_window_at_a_time():
     with torch.no_grad():
         got = encode_windows(encoder, series, index, start, length, max_buckets=3)
         expected = torch.cat(
-            [encoder(series[i : i + 1, s : s + n]) for i, s, n in zip(index, start, length)]
+            [
+                encoder(series[i : i + 1, s : s + n])
+                for i, s, n in zip(index, start, length, strict=True)
+            ]
         )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -23,7 +23,12 @@ def reference_loss(encoder: Encoder, series: torch.Tensor, t: Triplets) -> torch
         positive = encode(t.anchor_index[b], t.positive_start[b], t.positive_length[b])
         positive_terms.append(-F.logsigmoid(anchor @ positive))
         for k in range(t.negatives):
-            negative = encode(t.negative_index[b, k], t.negative_start[b, k], t.negative_length[b, k])
+            i, start, length = (
+                t.negative_index[b, k],
+                t.negative_start[b, k],
+                t.negative_length[b, k],
+            )
+            negative = encode(i, start, length)
             negative_terms.append(-F.logsigmoid(-(anchor @ negative)))
     # -mean_b log σ(a·p) + (1/K) Σ_k -mean_b log σ(-a·n_k)
     return torch.stack(positive_terms).mean() + torch.stack(negative_terms).sum() / (
@@ -95,5 +100,5 @@ def test_batched_loss_and_gradients_equal_reference(equal):
     slow_grads = torch.autograd.grad(slow, list(encoder.parameters()))
 
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
-    for got, expected in zip(fast_grads, slow_grads):
+    for got, expected in zip(fast_grads, slow_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
