@@ -41,22 +41,22 @@ class Hyperparameter:
     def check(self, value: Any) -> Any:
         """Return `value` converted to this type, or raise UserError naming the hyperparameter."""
         try:
-            value = _convert(self.kind, value)
+            converted = _convert(self.kind, value)
         except (TypeError, ValueError):
             raise UserError(
                 f"hyperparameter {self.name}={value!r} is not a valid {self.kind.__name__}; "
                 f"allowed: {self.allowed()}"
             ) from None
         ok = (
-            value in self.choices
+            converted in self.choices
             if self.choices
-            else (self.low <= value <= self.high and value not in self.rejected)
+            else (self.low <= converted <= self.high and converted not in self.rejected)
         )
         if not ok:
             raise UserError(
                 f"hyperparameter {self.name}={value!r} is out of range; allowed: {self.allowed()}"
             )
-        return value
+        return converted
 
 
 def _fmt(v: float | None) -> str:

@@ -72,13 +72,22 @@ def load(directory: str | os.PathLike, device: torch.device | None = None) -> CN
     model = CNNKMeans(config, device or default_device())
     model.scaler_ = scaler
     model.sweep_ = list(document.get("sweep", []))
+    # Any failure to decode these files means they are corrupt, whatever the exception type.
     try:
         state = torch.load(directory / ENCODER_FILE, map_location="cpu", weights_only=True)
-        encoder = Encoder.from_config(config)
+    except Exception as error:
+        raise ArtifactError(f"{directory / ENCODER_FILE} is corrupt: {error}") from None
+    encoder = Encoder.from_config(config)
+    try:
         encoder.load_state_dict(state)
+    except Exception as error:
+        raise ArtifactError(
+            f"{directory / ENCODER_FILE} does not match the architecture in {CONFIG_FILE}: {error}"
+        ) from None
+    try:
         centroids = np.load(directory / CENTROIDS_FILE, allow_pickle=False)
-    except Exception as error:  # any failure to decode these files means they are corrupt
-        raise ArtifactError(f"model files in {directory} are corrupt: {error}") from None
+    except Exception as error:
+        raise ArtifactError(f"{directory / CENTROIDS_FILE} is corrupt: {error}") from None
     if centroids.ndim != 2 or centroids.shape[1] != config.output_size or len(centroids) < 2:
         raise ArtifactError(
             f"{directory / CENTROIDS_FILE} has shape {centroids.shape}; expected "

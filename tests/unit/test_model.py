@@ -1,0 +1,158 @@
+"""The estimator: shapes, reproducibility, batch independence, clustering, training length."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+
+from cnn_kmeans.data import read_channel
+from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.errors import UserError
+from cnn_kmeans.model import CNNKMeans, prepare
+from cnn_kmeans.trainer import Trainer, as_tensor
+from tests.helpers import cylinder_bell_funnel, tiny_config
+
+
+@pytest.fixture(scope="module")
+def ragged() -> list[np.ndarray]:
+    rows, _ = cylinder_bell_funnel(24, seed=5, low=20, high=50)
+    rows[3][[2, 5, 6]] = np.nan  # inner gaps
+    rows[4][:3] = np.nan  # a leading gap
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fitted(ragged) -> CNNKMeans:
+    return CNNKMeans(tiny_config(epochs=2)).fit(ragged)
+
+
+def test_outputs_have_one_row_per_series(fitted, ragged):
+    features = fitted.transform(ragged)
+    assert features.shape == (24, 8) and features.dtype == np.float32
+    labels = fitted.predict(ragged)
+    assert labels.shape == (24,) and set(labels.tolist()) <= {0, 1, 2}
+    assert fitted.distances(ragged).shape == (24, 3)
+    np.testing.assert_array_equal(fitted.labels_, labels)
+
+
+def test_same_seed_same_model_other_seed_other_model(ragged, fitted):
+    again = CNNKMeans(tiny_config(epochs=2)).fit(ragged)
+    np.testing.assert_array_equal(again.transform(ragged), fitted.transform(ragged))
+    np.testing.assert_array_equal(again.centroids_, fitted.centroids_)
+    other = CNNKMeans(tiny_config(epochs=2, seed=1)).fit(ragged)
+    assert not np.allclose(other.transform(ragged), fitted.transform(ragged))
+
+
+def test_fitting_does_not_disturb_the_global_torch_generator(ragged):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    CNNKMeans(tiny_config(epochs=1)).fit(ragged)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_features_do_not_depend_on_the_other_series_in_the_request(fitted, ragged):
+    together = fitted.transform(ragged)
+    for i in (0, 3, 4, 17):
+        alone = fitted.transform([ragged[i]])
+        np.testing.assert_allclose(alone[0], together[i], rtol=1e-5, atol=1e-6)
+
+
+def test_ragged_lists_and_nan_padded_arrays_are_the_same_input(fitted, ragged):
+    width = max(len(r) for r in ragged)
+    array = np.full((len(ragged), width + 3), np.nan, dtype=np.float32)
+    for i, row in enumerate(ragged):
+        array[i, : len(row)] = row
+    np.testing.assert_array_equal(fitted.transform(array), fitted.transform(ragged))
+
+
+def test_leading_gaps_are_trimmed_not_encoded(fitted, ragged):
+    row = ragged[4]
+    trimmed = row[~np.isnan(row)]
+    np.testing.assert_allclose(
+        fitted.transform([row]), fitted.transform([trimmed]), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_assign_is_kmeans_predict():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 16)).astype(np.float32)
+    kmeans = KMeans(n_clusters=7, n_init=3, random_state=0).fit(features)
+    model = CNNKMeans(tiny_config())
+    model.centroids_ = kmeans.cluster_centers_.astype(np.float32)
+    queries = rng.normal(size=(500, 16)).astype(np.float32)
+    labels, distances = model.assign(queries)
+    np.testing.assert_array_equal(labels, kmeans.predict(queries))
+    expected = np.linalg.norm(queries[:, None, :] - model.centroids_[None], axis=2)
+    np.testing.assert_allclose(distances, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_more_clusters_than_series_is_a_user_error(ragged):
+    with pytest.raises(UserError, match="clusters=30 but the training data has only 24 series"):
+        CNNKMeans(tiny_config(clusters=30)).fit(ragged)
+
+
+def test_max_clusters_sweeps_k_and_keeps_the_best_silhouette(ragged):
+    model = CNNKMeans(tiny_config(epochs=1, max_clusters=5)).fit(ragged)
+    assert [row["k"] for row in model.sweep_] == [2, 3, 4, 5]
+    best = max(model.sweep_, key=lambda row: row["silhouette"])
+    assert model.n_clusters_ == best["k"]
+    assert model.summary()["clusters"] == best["k"]
+
+
+def test_an_epoch_is_ceil_n_over_batch_size_steps(ragged):
+    config = tiny_config(batch_size=5, epochs=3)
+    values, lengths = prepare(ragged)
+    trainer = Trainer(Encoder.from_config(config), config)
+    reports = []
+    trainer.fit(values, lengths, on_epoch=reports.append)
+    adam_steps = next(iter(trainer.optimizer.state.values()))["step"]
+    assert int(adam_steps) == 3 * math.ceil(24 / 5)
+    assert [r.epoch for r in reports] == [1, 2, 3] and reports[-1].eta == 0.0
+    assert all(r.valid_loss is None and r.train_loss > 0 for r in reports)
+
+
+def test_validation_loss_uses_the_same_windows_every_time(ragged):
+    config = tiny_config()
+    values, lengths = prepare(ragged)
+    trainer = Trainer(Encoder.from_config(config), config)
+    series = as_tensor(values, torch.device("cpu"))
+    first = trainer.validation_loss(series, lengths)
+    assert trainer.validation_loss(series, lengths) == first
+    trainer.run_epoch(series, lengths)
+    after = trainer.validation_loss(series, lengths)
+    assert after != first  # other weights, other loss
+    other = Trainer(Encoder.from_config(config), config)
+    other.rng = np.random.default_rng(99)  # the training generator plays no part
+    other.encoder.load_state_dict(trainer.encoder.state_dict())
+    assert other.validation_loss(series, lengths) == after
+
+
+def test_training_resumes_exactly_from_a_trainer_state(ragged):
+    config = tiny_config(epochs=2)
+    values, lengths = prepare(ragged)
+    torch.manual_seed(0)
+    straight = Trainer(Encoder.from_config(config), config)
+    straight.fit(values, lengths)
+
+    torch.manual_seed(0)
+    first = Trainer(Encoder.from_config(config), config.replace(epochs=1))
+    first.fit(values, lengths)
+    resumed = Trainer(Encoder.from_config(config), config)
+    resumed.load_state_dict(first.state_dict())
+    resumed.fit(values, lengths)
+    assert resumed.epoch == 2
+    for name, tensor in straight.encoder.state_dict().items():
+        torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_sample_data_is_ragged_with_gaps(sample_dir):
+    raw = read_channel(sample_dir / "training")
+    assert raw.shape[0] == 160
+    values, lengths = prepare(raw)
+    assert lengths.min() < lengths.max()
+    assert np.isnan(raw).sum() > (raw.shape[1] - lengths).sum()  # missing cells, not just padding

@@ -1,0 +1,43 @@
+"""Project rules that users and later work rely on: the README is true, the core stays pure."""
+
+from __future__ import annotations
+
+import re
+
+from cnn_kmeans.config import markdown_table
+from tests.helpers import REPO
+
+CORE = [p for p in (REPO / "src" / "cnn_kmeans").glob("*.py")]
+
+
+def test_readme_hyperparameter_table_is_generated_from_the_declarations():
+    readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme, (
+        "README.md's hyperparameter table is stale: paste the output of\n"
+        "python -c 'from cnn_kmeans.config import markdown_table; print(markdown_table())'"
+    )
+
+
+def test_readme_commands_are_make_targets_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("demo", "test"):
+        assert f"make {target}\n" in readme
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE)
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_core_never_imports_the_container_layer_flask_or_the_environment():
+    assert len(CORE) >= 10
+    forbidden = re.compile(
+        r"^\s*(from|import)\s+(flask|cnn_kmeans\.container|sagemaker)|os\.environ|getenv",
+        re.MULTILINE,
+    )
+    offenders = [p.name for p in CORE if forbidden.search(p.read_text())]
+    assert offenders == []
+
+
+def test_no_pickle_in_the_package():
+    pattern = re.compile(r"import pickle|import joblib|allow_pickle=True|weights_only=False")
+    offenders = [p for p in (REPO / "src").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
