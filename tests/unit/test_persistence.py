@@ -54,7 +54,7 @@ def test_unknown_format_version_is_refused_clearly(fitted, tmp_path):
     document = json.loads((tmp_path / "config.json").read_text())
     document["format_version"] = 99
     (tmp_path / "config.json").write_text(json.dumps(document))
-    with pytest.raises(ArtifactError, match="format version 99.*reads version 1"):
+    with pytest.raises(ArtifactError, match=r"format version 99.*reads version 1"):
         load(tmp_path)
 
 
