@@ -28,14 +28,25 @@ class CausalConv(nn.Module):
         conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
         self.conv = weight_norm(conv)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, L) -> (B, C_out, L)."""
-        length = x.shape[-1]
-        taps = min(self.kernel_size, (length - 1) // self.dilation + 1)
+    def left_padding(self, length: int) -> int:
+        """Columns of zeros this convolution needs in front of a series of `length` steps."""
+        return (self._taps(length) - 1) * self.dilation
+
+    def _taps(self, length: int) -> int:
+        return min(self.kernel_size, (length - 1) // self.dilation + 1)
+
+    def forward(self, x: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L).
+
+        With `length` given, x is already left-padded: (B, C_in, left_padding(length) + length).
+        """
+        if length is None:
+            length = x.shape[-1]
+            pad = self.left_padding(length)
+            if pad:
+                x = F.pad(x, (pad, 0))
+        taps = self._taps(length)
         weight = self.conv.weight[:, :, self.kernel_size - taps :]
-        pad = (taps - 1) * self.dilation
-        if pad:
-            x = F.pad(x, (pad, 0))
         return F.conv1d(x, weight, self.conv.bias, dilation=self.dilation if taps > 1 else 1)
 
 
@@ -52,9 +63,12 @@ class CausalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, L) -> (B, C_out, L)."""
-        # In place: the convolutions' outputs are not needed for their own backward pass.
-        y = F.leaky_relu(self.conv1(x), NEGATIVE_SLOPE, inplace=True)
-        y = F.leaky_relu(self.conv2(y), NEGATIVE_SLOPE, inplace=True)
+        length = x.shape[-1]
+        # conv2's left padding goes on before the activation (which keeps zeros at zero), in
+        # place, so autograd keeps one tensor for both instead of an activation and its copy.
+        y = F.pad(self.conv1(x), (self.conv2.left_padding(length), 0))
+        y = F.leaky_relu(y, NEGATIVE_SLOPE, inplace=True)
+        y = F.leaky_relu(self.conv2(y, length), NEGATIVE_SLOPE, inplace=True)
         return y + (x if self.residual is None else self.residual(x))
 
 
@@ -112,7 +126,8 @@ class Encoder(nn.Module):
         if lengths is not None:
             padding = torch.arange(h.shape[-1], device=h.device) >= lengths[:, None]
             h = h.masked_fill(padding[:, None, :], float("-inf"))
-        return self.linear(h.amax(dim=2))
+        # max (not amax): its backward keeps only the argmax indices, not all of h.
+        return self.linear(h.max(dim=2).values)
 
 
 def length_buckets(lengths: np.ndarray, *, max_buckets: int = 0, max_cells: int = 0) -> list:
