@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 # The main job on the sample data: train (3 clusters, about a minute on 2 cores), then predict.
 demo: venv
 	$(BIN)/cnn-kmeans train --train data/training --validation data/validation \
-		--model-dir $(DEMO)/model --clusters 3 --epochs 15
+		--model-dir $(DEMO)/model --clusters 3 --epochs 25
 	$(BIN)/cnn-kmeans predict --model-dir $(DEMO)/model data/inference/input/test.csv \
 		--output $(DEMO)/predictions.csv
 
