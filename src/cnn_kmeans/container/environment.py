@@ -1,0 +1,168 @@
+"""The container's settings: the `/opt/ml` layout (root injectable) and SageMaker variables.
+
+Settings are read once, in an entrypoint's `main()`, into frozen objects; nothing here runs at
+import. `SAGEMAKER_BASE_DIR` redirects `/opt/ml` exactly as the SageMaker toolkits do, so the
+entrypoints run locally against a folder laid out like `/opt/ml`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnn_kmeans.errors import UserError
+
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+DEFAULT_ROOT = Path("/opt/ml")
+OUTPUT_CHOICES = ("features", "labels", "distances")
+DEFAULT_MAX_PAYLOAD_MB = 6.0
+DEFAULT_TIMEOUT_S = 600
+
+
+def root_from(environ: Mapping[str, str]) -> Path:
+    """`/opt/ml`, or the folder `SAGEMAKER_BASE_DIR` redirects it to."""
+    return Path(environ.get(BASE_DIR_ENV) or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of the `/opt/ml` contract under a root."""
+
+    root: Path
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the model artifact is written (training) or read (serving)."""
+        return self.root / "model"
+
+    @property
+    def config_dir(self) -> Path:
+        """`input/config`: hyperparameters.json, inputdataconfig.json, resourceconfig.json."""
+        return self.root / "input" / "config"
+
+    def channel_dir(self, channel: str) -> Path:
+        """`input/data/<channel>`."""
+        return self.root / "input" / "data" / channel
+
+    @property
+    def output_dir(self) -> Path:
+        """`output`: the failure file lives here."""
+        return self.root / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        """`output/data`: the report and plots (uploaded as output.tar.gz)."""
+        return self.root / "output" / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        """`output/failure`: SageMaker shows its first 1024 characters as the failure reason."""
+        return self.root / "output" / "failure"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """SageMaker's default local checkpoint path (synchronised with S3 when configured)."""
+        return self.root / "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainingEnvironment:
+    """What a training job is given: hyperparameters (raw), channels, hosts and devices."""
+
+    layout: Layout
+    hyperparameters: dict[str, Any]
+    channels: dict[str, Path]
+    hosts: tuple[str, ...] = ("localhost",)
+    current_host: str = "localhost"
+    num_gpus: int = 0
+    num_cpus: int = 1
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_toolkit(cls, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
+        """Read the job's environment through the `sagemaker-training` toolkit.
+
+        The toolkit computes its paths (and creates folders) when imported, from
+        `SAGEMAKER_BASE_DIR`, so it is imported here, at run time, never at module import.
+        """
+        environ = os.environ if environ is None else environ
+        layout = Layout(root_from(environ))
+        if not layout.config_dir.is_dir():
+            raise UserError(
+                f"{layout.config_dir} does not exist: this is not a SageMaker training "
+                f"container; set {BASE_DIR_ENV} to a folder laid out like /opt/ml"
+            )
+        from sagemaker_training import environment as toolkit
+
+        env = toolkit.Environment()
+        channels = {name: Path(path) for name, path in env.channel_input_dirs.items()}
+        return cls(
+            layout=layout,
+            hyperparameters=dict(env.hyperparameters),
+            channels=channels,
+            hosts=tuple(env.hosts),
+            current_host=env.current_host,
+            num_gpus=int(env.num_gpus),
+            num_cpus=int(env.num_cpus),
+            environ=dict(environ),
+        )
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the inference server is configured with (SageMaker's variables, our defaults)."""
+
+    layout: Layout
+    port: int = 8080
+    workers: int = 1
+    timeout: int = DEFAULT_TIMEOUT_S
+    max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB
+    output: str = "features"
+    threads_per_worker: int = 1
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], *, cpus: int | None = None, gpus: int = 0
+    ) -> ServingSettings:
+        """Read `SAGEMAKER_BIND_TO_PORT`, `SAGEMAKER_MODEL_SERVER_WORKERS` (default: one per
+        GPU, else one per CPU), `SAGEMAKER_MODEL_SERVER_TIMEOUT`, `SAGEMAKER_MAX_PAYLOAD_IN_MB`
+        and `CNN_KMEANS_OUTPUT`; torch threads per worker so workers x threads <= cores."""
+        cpus = cpus or os.cpu_count() or 1
+        workers = _positive_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else cpus)
+        output = environ.get("CNN_KMEANS_OUTPUT", "features").strip().lower() or "features"
+        if output not in OUTPUT_CHOICES:
+            raise UserError(
+                f"CNN_KMEANS_OUTPUT={output!r} is not one of {', '.join(OUTPUT_CHOICES)}"
+            )
+        max_payload = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB")
+        try:
+            max_payload_mb = float(max_payload) if max_payload else DEFAULT_MAX_PAYLOAD_MB
+        except ValueError:
+            raise UserError(
+                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload!r} is not a number"
+            ) from None
+        return cls(
+            layout=Layout(root_from(environ)),
+            port=_positive_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),
+            workers=workers,
+            timeout=_positive_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_S),
+            max_payload_mb=max_payload_mb,
+            output=output,
+            threads_per_worker=max(1, cpus // workers),
+        )
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{name}={text!r} must be a positive integer")
+    return value
