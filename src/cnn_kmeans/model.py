@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,27 @@ def prepare(X: SeriesLike) -> tuple[np.ndarray, np.ndarray]:
     return clean(values)
 
 
+@dataclass
+class Training:
+    """A training run in progress: the trainer and the cleaned, scaled data it trains on."""
+
+    trainer: Trainer
+    train: np.ndarray  # (N, L) NaN after each series' end
+    lengths: np.ndarray  # (N,)
+    valid: np.ndarray | None = None
+    valid_lengths: np.ndarray | None = None
+
+    def run(
+        self,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Train the remaining epochs (see `Trainer.fit`)."""
+        self.trainer.fit(
+            self.train, self.lengths, self.valid, self.valid_lengths, on_epoch, should_stop
+        )
+
+
 class CNNKMeans:
     """Dilated causal CNN encoder trained with a triplet loss, then KMeans on its features.
 
@@ -65,10 +87,30 @@ class CNNKMeans:
         on_epoch: Callable[[EpochReport], None] | None = None,
     ) -> CNNKMeans:
         """Train the encoder on X (validation loss on X_valid if given), then fit KMeans."""
+        training = self.start(X, X_valid)
+        training.run(on_epoch)
+        self.finish(training)
+        return self
+
+    def start(
+        self, X: SeriesLike, X_valid: SeriesLike | None = None, *, warm_start: bool = False
+    ) -> Training:
+        """Prepare a training run: clean and scale the data, build the encoder and its trainer.
+
+        With `warm_start` the fitted encoder and scaler are kept (incremental training: the
+        run adds `config.epochs` epochs to the weights it has); otherwise both are fitted anew.
+        """
         values, lengths = prepare(X)
         self._check_cluster_count(len(lengths))
-        self.scaler_ = Scaler.fit(self.config.scaling, values)
-        train = self.scaler_.transform(values)
+        if warm_start:
+            if not hasattr(self, "encoder_"):
+                raise UserError("warm start needs a fitted model; load one first")
+            self.encoder_ = self.encoder_.to(self.device)
+        else:
+            self.scaler_ = Scaler.fit(self.config.scaling, values)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                self.encoder_ = Encoder.from_config(self.config).to(self.device)
         valid = valid_lengths = None
         if X_valid is not None:
             valid_values, valid_lengths = prepare(X_valid)
@@ -81,12 +123,14 @@ class CNNKMeans:
             -(-len(lengths) // self.config.batch_size),
             self.device,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            self.encoder_ = Encoder.from_config(self.config).to(self.device)
-        Trainer(self.encoder_, self.config).fit(train, lengths, valid, valid_lengths, on_epoch)
-        self.fit_clusters(self._encode(train, lengths))
-        return self
+        trainer = Trainer(self.encoder_, self.config)
+        return Training(trainer, self.scaler_.transform(values), lengths, valid, valid_lengths)
+
+    def finish(self, training: Training) -> np.ndarray:
+        """Fit KMeans on the trained encoder's features; returns those features (N, D)."""
+        features = self._encode(training.train, training.lengths)
+        self.fit_clusters(features)
+        return features
 
     def fit_clusters(self, features: np.ndarray) -> None:
         """Fit KMeans on (N, D) features; with `max_clusters` pick k by the best silhouette."""

@@ -164,3 +164,13 @@ def _check_kind(kind: str) -> None:
     """Raise UserError unless kind is a known scaler kind."""
     if kind not in SCALER_KINDS:
         raise UserError(f"unknown scaler kind {kind!r}; use one of: {', '.join(SCALER_KINDS)}")
+
+
+def inner_gaps(values: np.ndarray) -> int:
+    """Missing cells between each row's first and last value (those `clean` interpolates)."""
+    valid = ~np.isnan(np.asarray(values))
+    if valid.size == 0:
+        return 0
+    before = np.maximum.accumulate(valid, axis=1)
+    after = np.maximum.accumulate(valid[:, ::-1], axis=1)[:, ::-1]
+    return int((before & after & ~valid).sum())

@@ -39,8 +39,13 @@ def as_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
     )
 
 
+class TrainingInterrupted(Exception):
+    """Raised between two steps when `should_stop` asks; the trainer's state can be saved."""
+
+
 class Trainer:
-    """Trains an encoder; `state_dict` captures everything needed to resume exactly."""
+    """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
+    the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
 
     def __init__(self, encoder: Encoder, config: Config):
         self.encoder = encoder
@@ -49,6 +54,9 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0  # epochs completed
         self.elapsed = 0.0  # seconds spent in completed epochs
+        self.order: np.ndarray | None = None  # the current epoch's shuffled anchors
+        self.step = 0  # steps taken in the current epoch
+        self.loss_sum = 0.0  # sum of loss x anchors over those steps
 
     @property
     def device(self) -> torch.device:
@@ -62,6 +70,7 @@ class Trainer:
         valid: np.ndarray | None = None,
         valid_lengths: np.ndarray | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         """Run the remaining epochs up to `config.epochs`.
 
@@ -70,12 +79,14 @@ class Trainer:
             train_lengths: (N,) lengths.
             valid, valid_lengths: the same for the validation set, or None.
             on_epoch: called after every epoch (progress, metrics, checkpoints).
+            should_stop: asked before every step; when it returns True, TrainingInterrupted
+                is raised with the state at that step boundary.
         """
         series = as_tensor(train, self.device)
         valid_series = None if valid is None else as_tensor(valid, self.device)
         while self.epoch < self.config.epochs:
             began = time.perf_counter()
-            train_loss = self.run_epoch(series, train_lengths)
+            train_loss = self.run_epoch(series, train_lengths, should_stop)
             valid_loss = (
                 None if valid_series is None else self.validation_loss(valid_series, valid_lengths)
             )
@@ -96,21 +107,33 @@ class Trainer:
                     )
                 )
 
-    def run_epoch(self, series: torch.Tensor, lengths: np.ndarray) -> float:
-        """One pass over the series in shuffled batches; returns the mean loss per anchor."""
+    def run_epoch(
+        self,
+        series: torch.Tensor,
+        lengths: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> float:
+        """One pass over the series in shuffled batches (continuing an interrupted pass);
+        returns the mean loss per anchor."""
         self.encoder.train()
         size = self.config.batch_size
-        order = self.rng.permutation(len(lengths))
-        total = 0.0
-        for step in range(math.ceil(len(order) / size)):
-            anchors = order[step * size : (step + 1) * size]
+        if self.order is None:
+            self.order = self.rng.permutation(len(lengths))
+            self.step, self.loss_sum = 0, 0.0
+        while self.step < math.ceil(len(self.order) / size):
+            if should_stop is not None and should_stop():
+                raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
+            anchors = self.order[self.step * size : (self.step + 1) * size]
             triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
             loss = triplet_loss(self.encoder, series, triplets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.item() * len(anchors)
-        return total / len(order)
+            self.loss_sum += loss.item() * len(anchors)
+            self.step += 1
+        mean = self.loss_sum / len(self.order)
+        self.order = None
+        return mean
 
     @torch.inference_mode()
     def validation_loss(self, series: torch.Tensor, lengths: np.ndarray) -> float:
@@ -135,6 +158,9 @@ class Trainer:
             "rng": _rng_state(self.rng),
             "epoch": self.epoch,
             "elapsed": self.elapsed,
+            "order": None if self.order is None else torch.from_numpy(self.order),
+            "step": self.step,
+            "loss_sum": self.loss_sum,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -144,6 +170,10 @@ class Trainer:
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.elapsed = float(state["elapsed"])
+        order = state["order"]
+        self.order = None if order is None else order.numpy().astype(np.int64)
+        self.step = int(state["step"])
+        self.loss_sum = float(state["loss_sum"])
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:

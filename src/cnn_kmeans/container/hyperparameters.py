@@ -1,0 +1,67 @@
+"""Hyperparameters as SageMaker passes them (strings in hyperparameters.json) -> Config."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cnn_kmeans.config import ARCHITECTURE, Config
+from cnn_kmeans.errors import UserError
+
+# Keys SageMaker or the tuning service inject; they are not ours to validate.
+IGNORED_KEYS = ("_tuning_objective_metric",)
+IGNORED_PREFIXES = ("sagemaker_",)
+
+
+def user_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's hyperparameters: injected keys dropped, JSON-quoted strings unquoted.
+
+    Accepts raw (`lloyd`, `3`) and JSON-quoted (`"lloyd"`, `"3"`) forms, whether or not the
+    toolkit already decoded them.
+    """
+    values = {}
+    for key, value in raw.items():
+        if key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES):
+            continue
+        values[key] = _unquote(value)
+    return values
+
+
+def _unquote(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value
+    return value
+
+
+def parse(raw: Mapping[str, Any]) -> Config:
+    """Validated Config; unknown names, wrong types and out-of-range values raise UserError."""
+    return Config.from_dict(user_hyperparameters(raw))
+
+
+def continued(previous: Config, raw: Mapping[str, Any]) -> Config:
+    """The config of incremental training: the previous architecture, the new run's settings.
+
+    Architecture hyperparameters given for this run must equal the previous model's.
+    """
+    given = user_hyperparameters(raw)
+    requested = parse(given)  # validates every given value first
+    names = {key.replace("_", "-") for key in given}
+    clashes = [
+        f"{name}={requested.to_dict()[name]!r} (model has {previous.to_dict()[name]!r})"
+        for name in ARCHITECTURE
+        if name in names and requested.to_dict()[name] != previous.to_dict()[name]
+    ]
+    if clashes:
+        raise UserError(
+            "incremental training keeps the model's architecture, but these hyperparameters "
+            f"differ: {'; '.join(clashes)}; remove them or set them to the model's values"
+        )
+    merged = previous.to_dict()
+    merged.update({name: requested.to_dict()[name] for name in names})
+    return Config.from_dict(merged)
