@@ -45,7 +45,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
 
 
 def continued(previous: Config, raw: Mapping[str, Any]) -> Config:
-    """The config of incremental training: the previous architecture, the new run's settings.
+    """The config of incremental training: the model's architecture (and scaling), and this
+    job's hyperparameters (defaults where not given) for everything else, as in any new job.
 
     Architecture hyperparameters given for this run must equal the previous model's.
     """
@@ -62,6 +63,6 @@ def continued(previous: Config, raw: Mapping[str, Any]) -> Config:
             "incremental training keeps the model's architecture, but these hyperparameters "
             f"differ: {'; '.join(clashes)}; remove them or set them to the model's values"
         )
-    merged = previous.to_dict()
-    merged.update({name: requested.to_dict()[name] for name in names})
+    merged = requested.to_dict()
+    merged.update({name: previous.to_dict()[name] for name in ARCHITECTURE})
     return Config.from_dict(merged)

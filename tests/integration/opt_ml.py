@@ -1,0 +1,103 @@
+"""Lay out a temporary /opt/ml as SageMaker does, and run the training entrypoint on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cnn_kmeans.container.metrics import METRICS
+
+TINY = {"blocks": "2", "filters": "8", "reduced-size": "16", "output-size": "8", "clusters": "3"}
+
+
+def make_job(
+    root: Path,
+    hyperparameters: dict[str, str],
+    channels: dict[str, dict[str, bytes | str]],
+    *,
+    checkpoints: bool = False,
+) -> Path:
+    """Write input/config/*.json and input/data/<channel>/<file> under root; returns root.
+
+    Args:
+        root: the folder standing for /opt/ml.
+        hyperparameters: name -> value, strings as SageMaker writes them.
+        channels: channel -> {relative file path: content}.
+        checkpoints: create /opt/ml/checkpoints (SageMaker does when checkpointing is on).
+    """
+    config = root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    data_config = {
+        name: {
+            "ContentType": "application/x-sagemaker-model" if name == "model" else "text/csv",
+            "TrainingInputMode": "File",
+            "S3DistributionType": "FullyReplicated",
+            "RecordWrapperType": "None",
+        }
+        for name in channels
+    }
+    (config / "inputdataconfig.json").write_text(json.dumps(data_config))
+    (config / "resourceconfig.json").write_text(
+        json.dumps(
+            {
+                "current_host": "algo-1",
+                "current_instance_type": "ml.m5.large",
+                "current_group_name": "homogeneousCluster",
+                "hosts": ["algo-1"],
+                "instance_groups": [
+                    {
+                        "instance_group_name": "homogeneousCluster",
+                        "instance_type": "ml.m5.large",
+                        "hosts": ["algo-1"],
+                    }
+                ],
+                "network_interface_name": "eth0",
+            }
+        )
+    )
+    for name, files in channels.items():
+        folder = root / "input" / "data" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for relative, content in files.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                path.write_text(content)
+            else:
+                path.write_bytes(content)
+    if checkpoints:
+        (root / "checkpoints").mkdir(exist_ok=True)
+    return root
+
+
+def entrypoint_env(root: Path) -> dict[str, str]:
+    """The process environment of a job on this root."""
+    return {**os.environ, "SAGEMAKER_BASE_DIR": str(root), "PYTHONUNBUFFERED": "1"}
+
+
+def train_command() -> list[str]:
+    """What the training image runs (with its literal `train` argument)."""
+    return [sys.executable, "-m", "cnn_kmeans.container.train", "train"]
+
+
+def run_job(root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the training entrypoint to completion."""
+    return subprocess.run(
+        train_command(),
+        env=entrypoint_env(root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def metric_values(stdout: str) -> dict[str, list[float]]:
+    """Every metric's values in the log, found with the exported MetricDefinitions regexes."""
+    import re
+
+    return {metric.name: [float(v) for v in re.findall(metric.regex, stdout)] for metric in METRICS}
