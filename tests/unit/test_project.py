@@ -41,3 +41,13 @@ def test_no_pickle_in_the_package():
     pattern = re.compile(r"import pickle|import joblib|allow_pickle=True|weights_only=False")
     offenders = [p for p in (REPO / "src").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_readme_metric_table_is_generated_from_the_declarations():
+    from cnn_kmeans.container.metrics import markdown_table as metric_table
+
+    assert metric_table() in (REPO / "README.md").read_text(), (
+        "README.md's metric table is stale: paste the output of\n"
+        "python -c 'from cnn_kmeans.container.metrics import markdown_table; "
+        "print(markdown_table())'"
+    )

@@ -59,3 +59,12 @@ def emit(name: str, value: float, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     out.write(f"{name}: {format_value(value)}\n")
     out.flush()
+
+
+def markdown_table() -> str:
+    """The README's metric table, generated from the declarations."""
+    lines = ["| metric | regex (MetricDefinitions) | tuning | meaning |", "|---|---|---|---|"]
+    for metric in METRICS:
+        direction = "Maximize" if metric.maximize else "Minimize"
+        lines.append(f"| {metric.name} | `{metric.regex}` | {direction} | {metric.help} |")
+    return "\n".join(lines)
