@@ -1,9 +1,10 @@
-"""Local command line: `cnn-kmeans train` and `cnn-kmeans predict` on plain paths."""
+"""Local command line: `cnn-kmeans train`, `predict` and `serve` on plain paths."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     predict.add_argument("input", type=Path, help="CSV file or folder")
     predict.add_argument("-o", "--output", type=Path, help="output CSV (default: stdout)")
+
+    serve = commands.add_parser("serve", help="run the inference server (gunicorn) locally")
+    serve.add_argument("--model-dir", required=True, type=Path, help="a trained model")
+    serve.add_argument("--port", type=int, help="default: SAGEMAKER_BIND_TO_PORT or 8080")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     return parser
 
 
@@ -110,12 +116,26 @@ def predict(args: argparse.Namespace) -> None:
     log.info("cluster sizes: %s", _sizes(labels, model.n_clusters_))
 
 
+def serve(args: argparse.Namespace) -> None:
+    """Become the container's `serve` entrypoint, so the local server is the deployed one.
+
+    A new program rather than an import: this module stays free of the container layer (the
+    core's tested rule), and gunicorn's master gets this process, signals included.
+    """
+    command = [sys.executable, "-m", "cnn_kmeans.container.serve"]
+    command += ["--model-dir", str(args.model_dir), "--host", args.host]
+    if args.port is not None:
+        command += ["--port", str(args.port)]
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        {"train": train, "predict": predict}[args.command](args)
+        {"train": train, "predict": predict, "serve": serve}[args.command](args)
     except UserError as error:
         log.error("error: %s", error)
         return 2

@@ -19,6 +19,7 @@ BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_ROOT = Path("/opt/ml")
 OUTPUT_CHOICES = ("features", "labels", "distances")
 DEFAULT_MAX_PAYLOAD_MB = 6.0
+UNLIMITED_PAYLOAD_MB = 100.0  # the largest MaxPayloadInMB batch transform accepts
 DEFAULT_TIMEOUT_S = 600
 
 
@@ -113,7 +114,11 @@ class TrainingEnvironment:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """What the inference server is configured with (SageMaker's variables, our defaults)."""
+    """What the inference server is configured with (SageMaker's variables, our defaults).
+
+    `model_dir` defaults to the layout's `model/`; the local CLI points it elsewhere. `host` is
+    the address to bind: every interface in a container, loopback for local runs.
+    """
 
     layout: Layout
     port: int = 8080
@@ -122,6 +127,17 @@ class ServingSettings:
     max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB
     output: str = "features"
     threads_per_worker: int = 1
+    model_dir: Path | None = None
+    host: str = "0.0.0.0"
+
+    def __post_init__(self) -> None:
+        if self.model_dir is None:
+            object.__setattr__(self, "model_dir", self.layout.model_dir)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The request size limit in bytes (SageMaker's MB are MiB)."""
+        return int(self.max_payload_mb * 1024 * 1024)
 
     @classmethod
     def from_environ(
@@ -141,9 +157,13 @@ class ServingSettings:
         try:
             max_payload_mb = float(max_payload) if max_payload else DEFAULT_MAX_PAYLOAD_MB
         except ValueError:
+            max_payload_mb = -1.0
+        if not 0 <= max_payload_mb < float("inf"):
             raise UserError(
-                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload!r} is not a number"
-            ) from None
+                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload!r} must be a number of MB, 0 or more"
+            )
+        # Batch transform's 0 means "no limit" (chunked streaming): cap it at its own maximum.
+        max_payload_mb = max_payload_mb or UNLIMITED_PAYLOAD_MB
         return cls(
             layout=Layout(root_from(environ)),
             port=_positive_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),

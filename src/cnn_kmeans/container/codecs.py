@@ -1,0 +1,290 @@
+"""Content types of the inference server: request decoding, response encoding, Accept negotiation.
+
+`REQUEST_CONTENT_TYPES` and `RESPONSE_CONTENT_TYPES` are the one declaration of what the server
+speaks; the README table and the CreateAlgorithm spec derive from them. Decoded requests are
+NaN-padded (N, L) float32 arrays, one row per input record, in input order.
+"""
+
+from __future__ import annotations
+
+import codecs as text_codecs
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from werkzeug.http import parse_list_header, parse_options_header
+
+from cnn_kmeans.container.environment import OUTPUT_CHOICES
+from cnn_kmeans.data import format_csv, pad_rows, parse_csv
+from cnn_kmeans.errors import UserError
+
+CSV = "text/csv"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+REQUEST_CONTENT_TYPES = (CSV, JSON, JSONLINES)
+RESPONSE_CONTENT_TYPES = (CSV, JSON, JSONLINES)  # in server preference order: CSV is the default
+
+SOURCE = "request body"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBER_TYPES = (int, float, type(None))  # bool is excluded on purpose: it is not a number
+
+
+class RequestError(UserError):
+    """A request the server rejects; `status` is its HTTP status code."""
+
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    """The body is above the size limit."""
+
+    status = 413
+
+
+class UnsupportedContentType(RequestError):
+    """The Content-Type (or its charset) is not one the server decodes."""
+
+    status = 415
+
+
+class NotAcceptable(RequestError):
+    """No acceptable response type, or an invalid `output` parameter."""
+
+    status = 406
+
+
+@dataclass(frozen=True)
+class ResponseChoice:
+    """What to answer with: a media type of RESPONSE_CONTENT_TYPES and an OUTPUT_CHOICES value."""
+
+    media_type: str
+    output: str
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def decode_request(body: bytes, content_type: str | None) -> np.ndarray:
+    """Decode a request body into raw series (N, L) float32, NaN for missing cells and padding.
+
+    A missing Content-Type is read as CSV, SageMaker's default for batch transform.
+
+    Raises:
+        UnsupportedContentType: For a type or charset that is not supported (415).
+        UserError: For a malformed body; the message names the line (or record) and column.
+    """
+    media_type, charset = check_content_type(content_type)
+    if media_type == CSV and charset == "utf-8":
+        # UTF-8 bytes go to the parser as they are: it reports bad bytes by line and column.
+        return parse_csv(body, source=SOURCE, skip_blank_lines=False)
+    return _DECODERS[media_type](_text(body, charset))
+
+
+def check_content_type(content_type: str | None) -> tuple[str, str]:
+    """The media type and codec name (default UTF-8) of a Content-Type; no body is needed.
+
+    Raises:
+        UnsupportedContentType: For a type or charset that is not supported (415).
+    """
+    media_type, params = parse_options_header(content_type or CSV)
+    media_type = media_type.strip().lower()
+    if media_type not in REQUEST_CONTENT_TYPES:
+        raise UnsupportedContentType(
+            f"unsupported Content-Type {content_type!r}; send one of "
+            f"{', '.join(REQUEST_CONTENT_TYPES)}"
+        )
+    charset = params.get("charset", "utf-8")
+    try:
+        return media_type, text_codecs.lookup(charset).name
+    except LookupError:
+        raise UnsupportedContentType(
+            f"unsupported charset {charset!r}; send UTF-8 (charset=utf-8)"
+        ) from None
+
+
+def _text(body: bytes, codec: str) -> str:
+    """body decoded with codec; bad bytes are reported by line and column."""
+    codec = "utf-8-sig" if codec == "utf-8" else codec  # a leading BOM is not part of the data
+    try:
+        return body.decode(codec)
+    except UnicodeDecodeError as error:
+        prefix = body[: error.start].decode(codec)  # valid up to the bad byte by definition
+        line = prefix.count("\n") + 1
+        column = prefix[prefix.rfind("\n") + 1 :].count(",") + 1
+        raise UserError(
+            f"{SOURCE}: line {line}, column {column}: invalid {codec} data "
+            f"(byte 0x{body[error.start]:02x}); send text in the declared charset"
+        ) from None
+
+
+def _decode_json(text: str) -> np.ndarray:
+    document = _load_json(text, SOURCE)
+    if isinstance(document, dict) and "instances" in document:
+        document = document["instances"]
+    if not isinstance(document, list):
+        raise UserError(
+            f'{SOURCE}: expected {{"instances": [[...], ...]}} or a list of lists of numbers'
+        )
+    return _to_array(document, "instance")
+
+
+def _decode_jsonlines(text: str) -> np.ndarray:
+    lines = text.split("\n")
+    if lines[-1].strip() == "":
+        lines.pop()  # the final newline ends the last record
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise UserError(
+                f"{SOURCE}: line {number}, column 1: blank line; remove it, every line must hold "
+                "one series so output rows match input rows"
+            )
+        records.append(_load_json(line, f"{SOURCE}: line {number}"))
+    return _to_array(records, "line")
+
+
+_DECODERS: dict[str, Callable[[str], np.ndarray]] = {
+    CSV: lambda text: parse_csv(text, source=SOURCE, skip_blank_lines=False),
+    JSON: _decode_json,
+    JSONLINES: _decode_jsonlines,
+}
+
+
+def _load_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        at = f"{where}: line {error.lineno}" if where == SOURCE else where
+        raise UserError(f"{at}, column {error.colno}: invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise UserError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def _to_array(records: list, unit: str) -> np.ndarray:
+    """Validate JSON records into NaN-padded (N, L) float32; errors name the `unit` and value.
+
+    A record is an array of numbers (null for missing) or SageMaker's `{"features": [...]}`.
+    """
+    if not records:
+        raise UserError(f"{SOURCE}: no records; send at least one series")
+    arrays = []
+    for i, row in enumerate(records, 1):
+        where = f"{SOURCE}: {unit} {i}"
+        if isinstance(row, dict) and isinstance(row.get("features"), list):
+            row = row["features"]
+        if not isinstance(row, list):
+            raise UserError(f"{where}: expected an array of numbers, got {type(row).__name__}")
+        if not all(type(value) in _NUMBER_TYPES for value in row):
+            j = next(j for j, v in enumerate(row) if type(v) not in _NUMBER_TYPES)
+            raise UserError(
+                f"{where}, value {j + 1}: not a number: {json.dumps(row[j])[:40]}; "
+                "write numbers, and null for a missing value"
+            )
+        try:
+            values = np.array(row, dtype=np.float64)  # None becomes NaN: a missing value
+        except OverflowError:  # an integer beyond float64: report it like any too-large value
+            values = np.array([np.inf if type(v) is int and abs(v) > 1e300 else v for v in row])
+        bad = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
+        if bad.size:
+            raise UserError(
+                f"{where}, value {bad[0] + 1}: {str(row[bad[0]])[:40]} is infinite or does not "
+                "fit in float32 (magnitude above 3.4e38); send finite numbers of smaller magnitude"
+            )
+        if np.isnan(values).all():
+            raise UserError(
+                f"{where}: record has no values (empty, or every value is null); "
+                "remove it or put at least one number in it"
+            )
+        arrays.append(values.astype(np.float32))
+    return pad_rows(arrays)
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def negotiate(accept: str | None, default_output: str = "features") -> ResponseChoice:
+    """Choose the response type from an Accept header (q-values honoured) and the output choice.
+
+    A missing or empty header, or `*/*`, gives CSV. Among acceptable types the highest q wins, then
+    the more specific range, then the one listed first. The chosen range's `output` parameter
+    overrides `default_output`.
+
+    Raises:
+        NotAcceptable: If no supported type is acceptable or `output` is not a known choice (406).
+    """
+    if not accept or not accept.strip():
+        return ResponseChoice(CSV, default_output)
+    ranges = []
+    for index, item in enumerate(parse_list_header(accept)):
+        media_range, params = parse_options_header(item)
+        media_range = media_range.strip().lower()
+        media_range = "*/*" if media_range == "*" else media_range
+        ranges.append((media_range, params, _quality(params.get("q", "1"), accept), index))
+    best = None
+    for preference, media_type in enumerate(RESPONSE_CONTENT_TYPES):
+        matching = [r for r in ranges if _matches(r[0], media_type)]
+        if not matching:
+            continue
+        # The most specific range that matches decides (text/csv;q=0 overrides */*).
+        media_range, params, quality, index = max(matching, key=lambda r: (_specific(r[0]), -r[3]))
+        key = (quality, _specific(media_range), -index, -preference)
+        if quality > 0 and (best is None or key > best[0]):
+            best = (key, media_type, params)
+    if best is None:
+        raise NotAcceptable(
+            f"cannot answer Accept {accept!r}; accept one of {', '.join(RESPONSE_CONTENT_TYPES)}"
+        )
+    _, media_type, params = best
+    output = params.get("output", default_output).strip().lower()
+    if output not in OUTPUT_CHOICES:
+        raise NotAcceptable(
+            f"unknown output={output!r} in Accept; use one of {', '.join(OUTPUT_CHOICES)}"
+        )
+    return ResponseChoice(media_type, output)
+
+
+def _quality(text: str, accept: str) -> float:
+    try:
+        quality = float(text)
+    except ValueError:
+        quality = -1.0
+    if not 0.0 <= quality <= 1.0:
+        raise NotAcceptable(f"invalid q={text!r} in Accept {accept!r}; use a number in 0-1")
+    return quality
+
+
+def _matches(media_range: str, media_type: str) -> bool:
+    kind = media_type.split("/")[0]
+    return media_range in (media_type, f"{kind}/*", "*/*")
+
+
+def _specific(media_range: str) -> int:
+    return 2 - media_range.count("*")
+
+
+def encode_response(labels: np.ndarray, values: np.ndarray | None, choice: ResponseChoice) -> bytes:
+    """One record per row, in order: the label and, unless values is None, the values.
+
+    Args:
+        labels: (N,) integer cluster labels.
+        values: (N, D) features or (N, k) distances, named by `choice.output`; None for labels.
+        choice: the negotiated media type and output.
+    """
+    if choice.media_type == CSV:
+        return format_csv(labels, values).encode()
+    if values is None:
+        records = [f'{{"label": {label}}}' for label in np.asarray(labels).tolist()]
+    else:
+        # As in CSV, %.9g round-trips float32; for finite values it is also a valid JSON number.
+        numbers = ",".join(["%.9g"] * values.shape[1])
+        template = f'{{"label": %d, "{choice.output}": [{numbers}]}}'
+        rows = np.asarray(values, dtype=np.float32).tolist()
+        records = [
+            template % (label, *row)
+            for label, row in zip(np.asarray(labels).tolist(), rows, strict=True)
+        ]
+    if choice.media_type == JSON:
+        return ('{"predictions": [' + ", ".join(records) + "]}").encode()
+    return "".join(record + "\n" for record in records).encode()

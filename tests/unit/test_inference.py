@@ -1,0 +1,174 @@
+"""The inference handlers (model_fn, input_fn, predict_fn, output_fn) and the Flask app's routes
+and error mapping, without a server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_kmeans.container.app import create_app
+from cnn_kmeans.container.environment import Layout, ServingSettings
+from cnn_kmeans.container.inference import input_fn, model_fn, output_fn, predict_fn
+from cnn_kmeans.data import format_csv, pad_rows
+from cnn_kmeans.errors import ArtifactError
+from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.persistence import save
+from tests.helpers import cylinder_bell_funnel, tiny_config
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[np.ndarray]:
+    rows, _ = cylinder_bell_funnel(60, seed=3, low=20, high=50)
+    rows[1][[3, 4]] = np.nan
+    return rows
+
+
+@pytest.fixture(scope="module")
+def model_dir(rows, tmp_path_factory) -> Path:
+    model = CNNKMeans(tiny_config(epochs=1), device=torch.device("cpu")).fit(rows)
+    return save(model, tmp_path_factory.mktemp("artifact") / "model")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> CNNKMeans:
+    return model_fn(model_dir, torch.device("cpu"))
+
+
+def csv_body(rows: list[np.ndarray]) -> bytes:
+    lines = (",".join("" if np.isnan(v) else f"{v:.9g}" for v in row) for row in rows)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def assert_same_features(actual: np.ndarray, expected: np.ndarray) -> None:
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_model_fn_loads_the_artifact_and_says_what_is_wrong(model, tmp_path):
+    assert model.n_clusters_ == 3 and model.centroids_.shape == (3, 8)
+    with pytest.raises(ArtifactError, match=r"lacks config\.json, encoder\.pt, centroids\.npy"):
+        model_fn(tmp_path)
+
+
+def test_handlers_answer_one_csv_line_per_row_like_the_cli(model, rows):
+    data = input_fn(csv_body(rows), "text/csv")
+    prediction = predict_fn(data, model)
+    body, content_type = output_fn(prediction, None)
+    assert content_type == "text/csv"
+    features = model.transform(pad_rows(rows))
+    labels = model.assign(features)[0]
+    lines = body.decode().splitlines()
+    assert len(lines) == len(rows)
+    np.testing.assert_array_equal([int(line.split(",")[0]) for line in lines], labels)
+    parsed = np.array([line.split(",")[1:] for line in lines], dtype=np.float32)
+    assert_same_features(parsed, features)
+    assert body.decode() == format_csv(prediction.labels, prediction.features)
+
+
+def test_predict_fn_encodes_in_a_few_batches_under_inference_mode(model, rows):
+    calls = []
+    hook = model.encoder_.register_forward_hook(
+        lambda module, args, output: calls.append((len(output), torch.is_inference_mode_enabled()))
+    )
+    try:
+        prediction = predict_fn(pad_rows(rows), model)
+    finally:
+        hook.remove()
+    assert sum(size for size, _ in calls) == len(rows)
+    assert len(calls) <= 4 and all(inference for _, inference in calls)
+    assert prediction.labels.shape == (60,) and prediction.distances.shape == (60, 3)
+
+
+def test_a_row_alone_gets_the_label_and_features_it_gets_in_a_batch(model, rows):
+    batch = predict_fn(pad_rows(rows), model)
+    for i in (0, 1, 17, 59):
+        alone = predict_fn(pad_rows([rows[i]]), model)
+        assert alone.labels[0] == batch.labels[i]
+        assert_same_features(alone.features[0], batch.features[i])
+
+
+def test_output_fn_choices(model, rows):
+    prediction = predict_fn(pad_rows(rows[:5]), model)
+    body, content_type = output_fn(prediction, "application/json;output=distances")
+    assert content_type == "application/json"
+    records = json.loads(body)["predictions"]
+    assert [r["label"] for r in records] == prediction.labels.tolist()
+    distances = np.array([r["distances"] for r in records], dtype=np.float32)
+    np.testing.assert_array_equal(distances, prediction.distances)  # printed to round-trip
+    body, content_type = output_fn(prediction, "application/jsonlines", default_output="labels")
+    assert content_type == "application/jsonlines"
+    assert [json.loads(line) for line in body.splitlines()] == [
+        {"label": label} for label in prediction.labels.tolist()
+    ]
+
+
+def settings(tmp_path: Path, **changes) -> ServingSettings:
+    return ServingSettings(layout=Layout(tmp_path), workers=3, **changes)
+
+
+def test_app_routes(model, rows, tmp_path):
+    client = create_app(model, settings(tmp_path)).test_client()
+    assert client.get("/ping").status_code == 200
+    assert client.get("/execution-parameters").get_json() == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+    response = client.post(
+        "/invocations",
+        data=csv_body(rows[:4]),
+        headers={"Content-Type": "text/csv", "Accept": "application/jsonlines;output=labels"},
+    )
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines"
+    assert len(response.data.splitlines()) == 4
+    assert client.get("/invocations").status_code == 405
+    assert client.get("/nowhere").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "message"),
+    [
+        ({"Content-Type": "text/csv"}, b"1,2\n3,oops\n", 400, "line 2, column 2: not a number"),
+        ({"Content-Type": "application/json"}, b"[[1, 2]", 400, "line 1, column 8"),
+        ({"Content-Type": "text/plain"}, b"1,2\n", 415, "send one of text/csv"),
+        ({"Accept": "image/png"}, b"1,2\n", 406, "accept one of text/csv"),
+        ({}, b"1," * 600, 413, "above the limit of 1048 bytes"),
+    ],
+)
+def test_app_maps_user_errors_to_4xx_with_the_message(
+    model, tmp_path, headers, body, status, message
+):
+    app = create_app(model, settings(tmp_path, max_payload_mb=0.001))
+    response = app.test_client().post("/invocations", data=body, headers=headers)
+    assert response.status_code == status
+    assert message in response.get_data(as_text=True)
+
+
+class BrokenModel:
+    """Stands for a bug inside inference."""
+
+    def transform(self, data: np.ndarray) -> np.ndarray:
+        raise RuntimeError("secret internal detail")
+
+
+def test_a_bug_is_a_generic_500_with_the_traceback_in_the_log_only(tmp_path, caplog):
+    client = create_app(BrokenModel(), settings(tmp_path)).test_client()
+    with caplog.at_level(logging.ERROR, logger="cnn_kmeans"):
+        response = client.post("/invocations", data=b"1,2\n", headers={"Content-Type": "text/csv"})
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "internal error" in text and "secret" not in text and "Traceback" not in text
+    assert "secret internal detail" in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_advertised_payload_is_never_above_the_limit(model, tmp_path):
+    def advertised(mb: float) -> int:
+        app = create_app(model, settings(tmp_path, max_payload_mb=mb))
+        return app.test_client().get("/execution-parameters").get_json()["MaxPayloadInMB"]
+
+    assert [advertised(mb) for mb in (100, 6, 2.5, 0.5)] == [6, 6, 2, 1]
