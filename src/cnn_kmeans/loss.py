@@ -37,6 +37,10 @@ class Triplets:
         """K."""
         return self.negative_index.shape[1]
 
+    def subset(self, rows: np.ndarray) -> Triplets:
+        """The triplets of some anchors (a data-parallel shard)."""
+        return Triplets(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+
 
 def sample_triplets(
     rng: np.random.Generator, lengths: np.ndarray, anchors: np.ndarray, negatives: int
@@ -80,6 +84,19 @@ def sample_triplets(
         negative_start=negative_start,
         negative_length=negative_length,
     )
+
+
+class TripletObjective(torch.nn.Module):
+    """The loss as a module, so DistributedDataParallel sees one forward per step (the encoder
+    itself runs several times per step, once per length bucket)."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:
+        """See `triplet_loss`."""
+        return triplet_loss(self.encoder, series, triplets)
 
 
 def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
+from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder, encode_windows
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
@@ -74,9 +75,15 @@ class CNNKMeans:
     `labels_` (N,) of the training series, `sweep_` (one dict per k tried when `max_clusters` > 0).
     """
 
-    def __init__(self, config: Config | None = None, device: torch.device | None = None):
+    def __init__(
+        self,
+        config: Config | None = None,
+        device: torch.device | None = None,
+        world: World | None = None,
+    ):
         self.config = config or Config()
-        self.device = device or default_device()
+        self.world = world or World(device=device or default_device())
+        self.device = self.world.device
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -123,12 +130,18 @@ class CNNKMeans:
             -(-len(lengths) // self.config.batch_size),
             self.device,
         )
-        trainer = Trainer(self.encoder_, self.config)
+        trainer = Trainer(self.encoder_, self.config, self.world)
         return Training(trainer, self.scaler_.transform(values), lengths, valid, valid_lengths)
 
-    def finish(self, training: Training) -> np.ndarray:
-        """Fit KMeans on the trained encoder's features; returns those features (N, D)."""
-        features = self._encode(training.train, training.lengths)
+    def finish(self, training: Training) -> np.ndarray | None:
+        """Fit KMeans on the trained encoder's features; returns those features (N, D).
+
+        Data-parallel: every rank encodes its shard, rank 0 gathers them and fits KMeans; the
+        other ranks return None.
+        """
+        features = self.encode(training.train, training.lengths, distributed=True)
+        if not self.world.leader:
+            return None
         self.fit_clusters(features)
         return features
 
@@ -179,7 +192,7 @@ class CNNKMeans:
     def transform(self, X: SeriesLike) -> np.ndarray:
         """Features (N, output_size) float32 of raw series."""
         values, lengths = prepare(X)
-        return self._encode(self.scaler_.transform(values), lengths)
+        return self.encode(self.scaler_.transform(values), lengths)
 
     def predict(self, X: SeriesLike) -> np.ndarray:
         """Cluster labels (N,) int64 of raw series."""
@@ -207,17 +220,27 @@ class CNNKMeans:
         """The number of clusters in use (differs from `clusters` after a k sweep)."""
         return len(self.centroids_)
 
-    def _encode(self, scaled: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def encode(
+        self, scaled: np.ndarray, lengths: np.ndarray, *, distributed: bool = False
+    ) -> np.ndarray:
+        """Features (N, D) of cleaned, scaled series.
+
+        With `distributed` (a collective: every rank must call it) each rank encodes its shard
+        and all of them receive every row.
+        """
+        world = self.world if distributed else World(device=self.device)
+        rows = world.shard(len(lengths))
         self.encoder_.eval()
         with torch.inference_mode():
             features = encode_windows(
                 self.encoder_,
-                as_tensor(scaled, self.device),
-                np.arange(len(lengths)),
-                np.zeros(len(lengths), dtype=np.int64),
-                lengths,
+                as_tensor(scaled[rows], self.device),
+                np.arange(len(rows)),
+                np.zeros(len(rows), dtype=np.int64),
+                lengths[rows],
                 max_cells=INFERENCE_CELLS,
             )
+            features = world.gather_rows(features, len(lengths))
         return features.cpu().numpy()
 
     def summary(self) -> dict[str, Any]:

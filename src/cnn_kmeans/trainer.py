@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from cnn_kmeans.config import Config
+from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder
-from cnn_kmeans.loss import sample_triplets, triplet_loss
+from cnn_kmeans.loss import TripletObjective, Triplets, sample_triplets, triplet_loss
 
 # Validation loss is an average over at most this many anchors, always the same ones.
 MAX_VALIDATION_ANCHORS = 1024
@@ -47,9 +49,15 @@ class Trainer:
     """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
     the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
 
-    def __init__(self, encoder: Encoder, config: Config):
+    def __init__(self, encoder: Encoder, config: Config, world: World | None = None):
         self.encoder = encoder
         self.config = config
+        self.world = world or World(device=next(encoder.parameters()).device)
+        self.objective: torch.nn.Module = TripletObjective(encoder)
+        if self.world.distributed:
+            # DDP averages gradients across processes; every rank starts from rank 0's weights.
+            devices = [self.world.device] if self.world.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=devices)
         self.optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0  # epochs completed
@@ -121,19 +129,28 @@ class Trainer:
             self.order = self.rng.permutation(len(lengths))
             self.step, self.loss_sum = 0, 0.0
         while self.step < math.ceil(len(self.order) / size):
-            if should_stop is not None and should_stop():
+            if should_stop is not None and self.world.any(should_stop()):
                 raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
             anchors = self.order[self.step * size : (self.step + 1) * size]
+            # Every rank draws the same global batch (same generator), then keeps its shard.
             triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
-            loss = triplet_loss(self.encoder, series, triplets)
+            loss, weight = self._shard_loss(series, triplets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             self.optimizer.step()
-            self.loss_sum += loss.item() * len(anchors)
+            self.loss_sum += loss.item() * len(self.world.shard(len(anchors)))
             self.step += 1
-        mean = self.loss_sum / len(self.order)
+        (total,) = self.world.sum(self.loss_sum)
         self.order = None
-        return mean
+        return total / len(lengths)
+
+    def _shard_loss(self, series: torch.Tensor, triplets: Triplets) -> tuple[torch.Tensor, float]:
+        """This rank's loss and the weight that makes DDP's gradient average the batch mean."""
+        size = triplets.batch_size
+        rows = self.world.shard(size)
+        if len(rows) == 0:  # a last batch smaller than the world: take part, contribute nothing
+            return self.objective(series, triplets.subset(np.arange(1))), 0.0
+        return self.objective(series, triplets.subset(rows)), len(rows) * self.world.size / size
 
     @torch.inference_mode()
     def validation_loss(self, series: torch.Tensor, lengths: np.ndarray) -> float:
@@ -147,7 +164,11 @@ class Trainer:
         for begin in range(0, count, size):
             anchors = order[begin : begin + size]
             triplets = sample_triplets(rng, lengths, anchors, self.config.negative_samples)
-            total += triplet_loss(self.encoder, series, triplets).item() * len(anchors)
+            rows = self.world.shard(len(anchors))
+            if len(rows):
+                loss = triplet_loss(self.encoder, series, triplets.subset(rows))
+                total += loss.item() * len(rows)
+        (total,) = self.world.sum(total)
         return total / count
 
     def state_dict(self) -> dict[str, Any]:
