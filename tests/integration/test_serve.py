@@ -170,6 +170,15 @@ def test_the_port_is_sagemaker_bind_to_port(server):
     assert f"Listening at: http://{HOST}:{server.port}" in server.log()
 
 
+def test_each_worker_loads_the_model_at_start_with_its_share_of_the_cores(server):
+    threads = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    ready = f"worker ready: {threads} torch thread(s), device cpu"
+    deadline = time.monotonic() + 60  # the first worker to be ready answered /ping
+    while server.log().count(ready) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.log().count(ready) == WORKERS
+
+
 def test_execution_parameters(server):
     answer = requests.get(f"{server.url}/execution-parameters", timeout=5)
     assert answer.json() == {
@@ -344,25 +353,30 @@ def test_accept_output_overrides_cnn_kmeans_output(batch_server, model):
     assert_same(parse_answer(answer.text), expected(model, body))
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt"])
-def test_a_missing_or_corrupt_artifact_fails_the_start(root, tmp_path, damage):
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("missing", "model directory {root}/model lacks config.json, encoder.pt, centroids.npy"),
+        ("corrupt", "{root}/model/encoder.pt is corrupt"),
+        ("setting", "SAGEMAKER_MODEL_SERVER_WORKERS='many' must be a positive integer"),
+    ],
+)
+def test_a_missing_or_corrupt_artifact_fails_the_start(root, tmp_path, damage, reason):
     broken = tmp_path / "opt_ml"
-    if damage == "corrupt":
+    if damage != "missing":
         (broken / "model").mkdir(parents=True)
-        for name in ("config.json", "centroids.npy"):
+        for name in ("config.json", "centroids.npy", "encoder.pt"):
             (broken / "model" / name).write_bytes((root / "model" / name).read_bytes())
+    if damage == "corrupt":
         (broken / "model" / "encoder.pt").write_bytes(b"not a torch file")
+    env = environment(broken, free_port())
+    if damage == "setting":
+        env["SAGEMAKER_MODEL_SERVER_WORKERS"] = "many"
     result = subprocess.run(
-        SERVE,
-        env=environment(broken, free_port()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        SERVE, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode != 0
-    reason = "lacks config.json" if damage == "missing" else "encoder.pt is corrupt"
-    assert "cannot start the model server" in result.stderr and reason in result.stderr
+    assert f"cannot start the model server: {reason.format(root=broken)}" in result.stderr
     assert "Booting worker" not in result.stderr
 
 

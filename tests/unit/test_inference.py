@@ -15,7 +15,7 @@ from cnn_kmeans.container.app import create_app
 from cnn_kmeans.container.environment import Layout, ServingSettings
 from cnn_kmeans.container.inference import input_fn, model_fn, output_fn, predict_fn
 from cnn_kmeans.data import format_csv, pad_rows
-from cnn_kmeans.errors import ArtifactError
+from cnn_kmeans.errors import ArtifactError, UserError
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.persistence import save
 from tests.helpers import cylinder_bell_funnel, tiny_config
@@ -172,3 +172,17 @@ def test_advertised_payload_is_never_above_the_limit(model, tmp_path):
         return app.test_client().get("/execution-parameters").get_json()["MaxPayloadInMB"]
 
     assert [advertised(mb) for mb in (100, 6, 2.5, 0.5)] == [6, 6, 2, 1]
+
+
+def test_serving_settings_the_app_relies_on(tmp_path):
+    default = ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": str(tmp_path)}, cpus=4)
+    assert default.model_dir == tmp_path / "model" and default.host == "0.0.0.0"
+    assert default.max_payload_bytes == 6 * 2**20 and default.threads_per_worker == 1
+    environ = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    batch = ServingSettings.from_environ(environ, cpus=4)
+    assert batch.max_payload_mb == 100 and batch.threads_per_worker == 2  # 0: batch's "no limit"
+    gpus = ServingSettings.from_environ({}, cpus=8, gpus=2)
+    assert gpus.workers == 2 and gpus.threads_per_worker == 4
+    for bad in ("-1", "nan", "inf", "six"):
+        with pytest.raises(UserError, match="SAGEMAKER_MAX_PAYLOAD_IN_MB"):
+            ServingSettings.from_environ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": bad})

@@ -83,6 +83,9 @@ class ModelServer(BaseApplication):
         """Runs in each worker at boot, before it accepts requests."""
         torch.set_num_threads(self.settings.threads_per_worker)
         model = inference.model_fn(self.settings.model_dir, self.device)
+        log.info(
+            "worker ready: %d torch thread(s), device %s", torch.get_num_threads(), self.device
+        )
         return create_app(model, self.settings)
 
 
