@@ -238,3 +238,15 @@ def test_smoke_skips_clearly_without_a_docker_engine(tmp_path):
     result = subprocess.run(["bash", str(SCRIPTS[1])], capture_output=True, text=True, timeout=60)
     assert result.returncode == 77
     assert "no Docker engine" in result.stderr
+
+
+def test_readme_names_what_exists():
+    readme = (REPO / "README.md").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    for target in re.findall(r"`?make ([a-z-]+)", readme):
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
+    for image, path in IMAGES.items():
+        assert f"`{path.name}`" in readme
+        assert f"`python -m {MODULES[image]}`" in readme
+    for script in SCRIPTS:
+        assert f"docker/{script.name}" in readme
