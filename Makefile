@@ -52,6 +52,8 @@ lint-docker: venv
 
 # Build, tag and push both images, CPU and GPU: make images ACCOUNT=123456789012 REGION=eu-west-1
 images:
+	@test -n "$(ACCOUNT)" -a -n "$(REGION)" \
+		|| { echo "usage: make images ACCOUNT=123456789012 REGION=eu-west-1" >&2; exit 2; }
 	docker/build_push.sh --account $(ACCOUNT) --region $(REGION)
 
 # Where a Docker engine exists: train then serve the sample data in the built CPU images.

@@ -16,11 +16,11 @@ account="" region="" devices="cpu gpu" prefix="cnn-kmeans" tag="" push=1
 base_account="${DLC_ACCOUNT:-763104351884}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --account) account="$2"; shift 2 ;;
-        --region) region="$2"; shift 2 ;;
-        --devices) devices="$2"; shift 2 ;;
-        --repository-prefix) prefix="$2"; shift 2 ;;
-        --tag) tag="$2"; shift 2 ;;
+        --account) account="${2:?--account needs a value}"; shift 2 ;;
+        --region) region="${2:?--region needs a value}"; shift 2 ;;
+        --devices) devices="${2:?--devices needs a value}"; shift 2 ;;
+        --repository-prefix) prefix="${2:?--repository-prefix needs a value}"; shift 2 ;;
+        --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
         --no-push) push=0; shift ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;

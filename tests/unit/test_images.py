@@ -250,3 +250,37 @@ def test_readme_names_what_exists():
         assert f"`python -m {MODULES[image]}`" in readme
     for script in SCRIPTS:
         assert f"docker/{script.name}" in readme
+
+
+def test_build_push_builds_tags_and_pushes_both_images_for_both_devices(tmp_path):
+    # Fake docker and aws that log their arguments: the script's own logic, without either.
+    log = tmp_path / "calls.log"
+    for tool, body in {
+        "docker": 'echo "docker $*" >> "$LOG"',
+        "aws": 'echo "aws $*" >> "$LOG"; [[ "$2" != describe-repositories ]]',
+    }.items():
+        (tmp_path / tool).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log)}
+    command = [str(SCRIPTS[0]), "--account", "123456789012", "--region", "eu-west-1"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    version = importlib.metadata.version("cnn-kmeans")
+    registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    images = [
+        f"{registry}/cnn-kmeans-{kind}:{version}-{device}"
+        for kind in ("training", "inference")
+        for device in ("cpu", "gpu")
+    ]
+    assert result.stdout.split() == images
+    calls = log.read_text().splitlines()
+    builds = [call for call in calls if call.startswith("docker build")]
+    assert len(builds) == 4
+    for build, image in zip(builds, images, strict=True):
+        dockerfile = "Dockerfile.train" if "-training:" in image else "Dockerfile.infer"
+        assert f"--file {dockerfile}" in build and f"--tag {image}" in build
+        assert f"DEVICE={image.rsplit('-', 1)[1]}" in build
+        assert "REGISTRY=763104351884.dkr.ecr.eu-west-1.amazonaws.com" in build
+    assert [call.split()[-1] for call in calls if call.startswith("docker push")] == images
+    created = [call for call in calls if "create-repository" in call]
+    assert len(created) == 2  # describe-repositories "failed": both repositories are created
