@@ -8,6 +8,7 @@ kill mid-write never leaves a torn checkpoint behind.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from cnn_kmeans.config import Config
+from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler
 from cnn_kmeans.trainer import Trainer
@@ -62,12 +64,21 @@ class Checkpointer:
         if time.monotonic() - self.last_save >= self.every_s:
             self.save(trainer)
 
-    def restore(self, trainer: Trainer) -> bool:
-        """Load the checkpoint into the trainer if there is one; returns whether it did."""
-        if not self.path.is_file():
+    def restore(self, trainer: Trainer, world: World | None = None) -> bool:
+        """Load the checkpoint into the trainer if there is one; returns whether it did.
+
+        Data-parallel: rank 0 reads the file and sends it to every process (on a multi-host
+        job only the leader's checkpoint folder is certain to hold it).
+        """
+        world = world or World()
+        payload = self.path.read_bytes() if world.leader and self.path.is_file() else None
+        payload = world.broadcast_bytes(payload)
+        if not payload:
             return False
         try:
-            state: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=True)
+            state: dict[str, Any] = torch.load(
+                io.BytesIO(payload), map_location="cpu", weights_only=True
+            )
         except Exception as error:  # a checkpoint that cannot be decoded is unusable
             raise UserError(
                 f"checkpoint {self.path} cannot be read ({error}); delete it or use a new "

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnn_kmeans.container import hyperparameters
+from cnn_kmeans.container import hyperparameters, launch
 from cnn_kmeans.container.checkpoint import Checkpointer
 from cnn_kmeans.container.environment import Layout, TrainingEnvironment, root_from
 from cnn_kmeans.container.metrics import emit
 from cnn_kmeans.container.report import write_report
 from cnn_kmeans.data import read_channel
+from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import UserError
-from cnn_kmeans.model import CNNKMeans, silhouette
+from cnn_kmeans.model import CNNKMeans, default_device, silhouette
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
 from cnn_kmeans.preprocess import inner_gaps
 from cnn_kmeans.trainer import EpochReport, TrainingInterrupted
@@ -61,36 +62,69 @@ class StopFlag:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the job; returns the process exit code."""
+    """Run the job (or, with `worker`, one data-parallel process of it); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["train"]:  # SageMaker passes the literal word; it selects nothing here
         args = args[1:]
+    worker = args == ["worker"]  # started by torchrun (see launch.py)
+    local_leader = not worker or os.environ.get("LOCAL_RANK", "0") == "0"
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+        level=logging.INFO if local_leader else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
     )
     layout = Layout(root_from(os.environ))
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
+    # Every process of a host sees the same error; the host's first process reports it.
+    fail = (lambda message: _fail(layout, message)) if local_leader else (lambda message: None)
     try:
-        if args:
+        if args and not worker:
             raise UserError(f"unexpected arguments {args}; the training image takes only 'train'")
-        run(TrainingEnvironment.from_toolkit(os.environ), stop)
+        env = TrainingEnvironment.from_toolkit(os.environ)
+        if worker:
+            _run_worker(env, stop)
+        else:
+            launch_plan = launch.plan(env)
+            if launch_plan.world_size == 1:
+                run(env, stop)
+            else:
+                return _supervise(launch_plan, env, layout)
     except (Terminated, TrainingInterrupted) as error:
-        _fail(
-            layout,
-            f"Training stopped by SIGTERM ({error}); a job restarted with the same "
-            "checkpoint location resumes from the last checkpoint",
+        fail(
+            f"Training stopped by SIGTERM ({error}); a job restarted with the same checkpoint "
+            "location resumes from the last checkpoint"
         )
         return EXIT_TERMINATED
     except UserError as error:
         log.error("%s", error)
-        _fail(layout, str(error))
+        fail(str(error))
         return EXIT_USER_ERROR
     except Exception as error:  # a bug: the reason for the user, the traceback in the log
         log.exception("algorithm error")
-        _fail(layout, f"Algorithm error: {type(error).__name__}: {error}")
+        fail(f"Algorithm error: {type(error).__name__}: {error}")
         return EXIT_ALGORITHM_ERROR
     return 0
+
+
+def _run_worker(env: TrainingEnvironment, stop: StopFlag) -> None:
+    import torch.distributed as dist
+
+    world = launch.join(env.environ)
+    try:
+        run(env, stop, world)
+    finally:
+        dist.destroy_process_group()
+
+
+def _supervise(launch_plan: launch.LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # supervise() passes SIGTERM on instead
+    code, terminated = launch.supervise(launch_plan, env.environ)
+    if code == 0:
+        return 0
+    if not layout.failure_file.exists():  # the workers died without saying why
+        _fail(layout, f"Algorithm error: a training process exited with code {code}; see the log")
+    return EXIT_TERMINATED if terminated else code
 
 
 def _fail(layout: Layout, message: str) -> None:
@@ -101,18 +135,23 @@ def _fail(layout: Layout, message: str) -> None:
         log.exception("cannot write %s", layout.failure_file)
 
 
-def run(env: TrainingEnvironment, stop: StopFlag) -> None:
-    """Train on the job's channels and write the model, the metrics and the report."""
+def run(env: TrainingEnvironment, stop: StopFlag, world: World | None = None) -> None:
+    """Train on the job's channels and write the model, the metrics and the report.
+
+    With a `world` of several processes, every process trains on its shard of each batch and
+    rank 0 alone logs metrics and writes the checkpoint, the model and the report.
+    """
     layout = env.layout
+    world = world or World(device=default_device())
     previous = _previous_model(env.channels["model"]) if "model" in env.channels else None
     if previous is not None:
         config = hyperparameters.continued(previous.config, env.hyperparameters)
-        model = previous
-        model.config = config
+        model = CNNKMeans(config, world=world)
+        model.scaler_, model.encoder_ = previous.scaler_, previous.encoder_
         log.info("incremental training: continuing the model of the 'model' channel")
     else:
         config = hyperparameters.parse(env.hyperparameters)
-        model = CNNKMeans(config)
+        model = CNNKMeans(config, world=world)
     if "training" not in env.channels:
         raise UserError(
             "the 'training' channel is required: give the job a channel named training with "
@@ -132,10 +171,14 @@ def run(env: TrainingEnvironment, stop: StopFlag) -> None:
     resumed = False
     if layout.checkpoint_dir.is_dir():
         checkpointer = Checkpointer(layout.checkpoint_dir, config, model.scaler_)
-        resumed = checkpointer.restore(training.trainer)
+        resumed = checkpointer.restore(training.trainer, world)
+        if not world.leader:
+            checkpointer = None  # rank 0 writes the checkpoints
     history: list[dict[str, Any]] = []
 
     def on_epoch(report: EpochReport) -> None:
+        if not world.leader:
+            return
         emit("train_loss", report.train_loss)
         if report.valid_loss is not None:
             emit("valid_loss", report.valid_loss)
@@ -170,6 +213,8 @@ def run(env: TrainingEnvironment, stop: StopFlag) -> None:
         checkpointer.save(training.trainer)
 
     features = model.finish(training)
+    if features is None:  # not rank 0: its part is done
+        return
     scores = {"train_score": silhouette(features, model.labels_, config.seed)}
     if valid_raw is not None:
         scores["valid_score"] = model.score(valid_raw)

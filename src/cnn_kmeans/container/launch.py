@@ -1,0 +1,133 @@
+"""Data-parallel training processes: PyTorch's launcher (torchrun) on every host of the job.
+
+SageMaker's `AlgorithmEstimator` has no `distribution` argument, so the entrypoint launches the
+workers itself: one process per GPU (one per host without GPUs, unless
+`CNN_KMEANS_PROCESSES_PER_HOST` asks for more), on every host of resourceconfig.json, the
+first host being the rendezvous master.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from cnn_kmeans.container.environment import TrainingEnvironment
+from cnn_kmeans.distributed import World
+from cnn_kmeans.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PROCESSES_ENV = "CNN_KMEANS_PROCESSES_PER_HOST"
+PORT_ENV = "CNN_KMEANS_MASTER_PORT"
+DEFAULT_PORT = 29500
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # KMeans on rank 0 can keep the others waiting
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Where this host's processes sit in the job's world."""
+
+    hosts: tuple[str, ...]
+    node_rank: int
+    processes_per_host: int
+    master_port: int
+
+    @property
+    def master_addr(self) -> str:
+        """The first host; loopback on a one-host job, whose host name may not resolve."""
+        return self.hosts[0] if len(self.hosts) > 1 else "127.0.0.1"
+
+    @property
+    def world_size(self) -> int:
+        """Processes over all hosts."""
+        return len(self.hosts) * self.processes_per_host
+
+    def command(self) -> list[str]:
+        """torchrun for this host, starting `python -m cnn_kmeans.container.train worker`."""
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={len(self.hosts)}",
+            f"--nproc-per-node={self.processes_per_host}",
+            f"--node-rank={self.node_rank}",
+            f"--master-addr={self.master_addr}",
+            f"--master-port={self.master_port}",
+            "--max-restarts=0",
+            "--module",
+            "cnn_kmeans.container.train",
+            "worker",
+        ]
+
+
+def plan(env: TrainingEnvironment) -> LaunchPlan:
+    """The launch plan of this host."""
+    if env.current_host not in env.hosts:
+        raise UserError(f"current host {env.current_host!r} is not among hosts {env.hosts}")
+    processes = env.num_gpus or _count(env.environ, PROCESSES_ENV, 1)
+    return LaunchPlan(
+        hosts=tuple(env.hosts),
+        node_rank=list(env.hosts).index(env.current_host),
+        processes_per_host=processes,
+        master_port=_count(env.environ, PORT_ENV, DEFAULT_PORT),
+    )
+
+
+def _count(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name)
+    if not text:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"{name}={text!r} must be a positive integer")
+    return int(text)
+
+
+def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool]:
+    """Run torchrun for this host and wait; SIGTERM is passed on to it (and so to the workers).
+
+    Returns:
+        torchrun's exit code, and whether SIGTERM arrived.
+    """
+    log.info(
+        "launching %d processes on host %d of %d (world size %d)",
+        launch.processes_per_host,
+        launch.node_rank + 1,
+        len(launch.hosts),
+        launch.world_size,
+    )
+    process = subprocess.Popen(launch.command(), env=dict(environ))
+    terminated = []
+
+    def forward(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        process.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, bool(terminated)
+
+
+def join(environ: Mapping[str, str]) -> World:
+    """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
+    import torch.distributed as dist
+
+    local_rank = int(environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), device=device)

@@ -1,0 +1,135 @@
+"""Data-parallel training through the real entrypoint: 2 gloo processes, 2 hosts, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_kmeans.persistence import load
+from tests.helpers import cylinder_bell_funnel
+from tests.integration.opt_ml import TINY, entrypoint_env, make_job, metric_values, train_command
+
+pytestmark = pytest.mark.slow
+
+HYPERPARAMETERS = {**TINY, "epochs": "12", "batch-size": "7"}  # 40 series: a ragged last batch
+
+
+def training_csv() -> str:
+    rows, _ = cylinder_bell_funnel(40, seed=4, low=20, high=40)
+    return "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in rows)
+
+
+CHANNELS = {"training": {"t.csv": training_csv()}, "validation": {"v.csv": training_csv()}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(root: Path, **extra: str) -> subprocess.Popen:
+    env = {**entrypoint_env(root), "CNN_KMEANS_MASTER_PORT": str(free_port()), **extra}
+    return subprocess.Popen(
+        train_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def two_processes(root: Path) -> subprocess.Popen:
+    return start(root, CNN_KMEANS_PROCESSES_PER_HOST="2")
+
+
+@pytest.fixture(scope="module")
+def two_process_job(tmp_path_factory) -> tuple[Path, str, str, int]:
+    root = make_job(tmp_path_factory.mktemp("ddp"), HYPERPARAMETERS, CHANNELS)
+    process = two_processes(root)
+    out, err = process.communicate(timeout=600)
+    return root, out, err, process.returncode
+
+
+def test_two_processes_train_one_model_and_log_each_metric_once_per_epoch(two_process_job):
+    root, out, err, code = two_process_job
+    assert code == 0, err
+    assert "world size 2" in err
+    values = metric_values(out)
+    assert len(values["train_loss"]) == 12 and len(values["valid_loss"]) == 12
+    assert len(values["train_score"]) == 1 and len(values["valid_score"]) == 1
+    model = load(root / "model")
+    labels = model.predict(cylinder_bell_funnel(9, seed=8, low=20, high=40)[0])
+    assert labels.shape == (9,) and set(labels.tolist()) <= {0, 1, 2}
+    assert json.loads((root / "output" / "data" / "report.json").read_text())["series"] == 40
+
+
+def test_two_processes_compute_the_single_process_losses(two_process_job, tmp_path):
+    _, out, _, _ = two_process_job
+    root = make_job(tmp_path, {**HYPERPARAMETERS, "epochs": "2"}, CHANNELS)
+    single = subprocess.run(
+        train_command(),
+        env=entrypoint_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert single.returncode == 0, single.stderr
+    # Sharded batches weighted so that DDP's average is the batch mean: the same optimisation.
+    np.testing.assert_allclose(
+        metric_values(out)["train_loss"][:2], metric_values(single.stdout)["train_loss"], rtol=1e-4
+    )
+
+
+def test_two_hosts_with_their_own_roots(tmp_path):
+    hosts = ["127.0.0.1", "localhost"]  # two names of this machine: one process per "host"
+    port = str(free_port())
+    processes = []
+    for host in hosts:
+        root = make_job(tmp_path / host, {**HYPERPARAMETERS, "epochs": "2"}, CHANNELS)
+        config = root / "input" / "config" / "resourceconfig.json"
+        config.write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        processes.append((root, start(root, CNN_KMEANS_MASTER_PORT=port)))
+    results = [
+        (root, *process.communicate(timeout=600), process.returncode) for root, process in processes
+    ]
+    for _, _, err, code in results:
+        assert code == 0, err
+    (leader, out, err, _), (follower, follower_out, _, _) = results
+    assert "world size 2" in err and len(metric_values(out)["train_loss"]) == 2
+    assert (leader / "model" / "config.json").is_file()
+    assert follower_out == "" and not (follower / "model" / "config.json").exists()
+
+
+def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_job, tmp_path):
+    straight = two_process_job[0]
+    root = make_job(tmp_path, HYPERPARAMETERS, CHANNELS, checkpoints=True)
+    process = two_processes(root)
+    seen = 0
+    while seen < 3:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        seen += line.startswith("train_loss")
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    out, err = process.communicate(timeout=120)
+    assert time.monotonic() - began < 30
+    assert process.returncode == 143, err
+    assert (root / "checkpoints" / "cnn-kmeans-checkpoint.pt").is_file()
+    done = seen + out.count("train_loss")
+
+    (root / "output" / "failure").unlink()
+    rerun = two_processes(root)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert "resumed from checkpoint" in err
+    assert len(metric_values(out)["train_loss"]) == 12 - done
+    resumed = torch.load(root / "model" / "encoder.pt", weights_only=True)
+    expected = torch.load(straight / "model" / "encoder.pt", weights_only=True)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
