@@ -27,17 +27,21 @@ class InvalidRequest(UserError):
 
 def input_shape(operation: str, service: str = "sagemaker") -> Any:
     """The input shape of an operation, from the service model botocore ships (no network)."""
-    import botocore.session  # imported here: only the spec needs botocore
-
+    try:  # imported here: only the spec needs botocore
+        import botocore.session
+    except ModuleNotFoundError:
+        raise UserError(
+            "validating the request needs botocore: pip install boto3 (in the dev extra)"
+        ) from None
     model = botocore.session.get_session().get_service_model(service)
     return model.operation_model(operation).input_shape
 
 
 def problems(request: Mapping[str, Any], operation: str, service: str = "sagemaker") -> list[str]:
     """Everything wrong with `request` for `operation`: botocore's checks, then the skipped ones."""
-    from botocore.validate import ParamValidator
-
     shape = input_shape(operation, service)
+    from botocore.validate import ParamValidator  # there, since input_shape found botocore
+
     report = ParamValidator().validate(dict(request), shape)
     found = [report.generate_report()] if report.has_errors() else []
     return found + skipped_problems(request, shape)
