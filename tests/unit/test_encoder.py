@@ -129,3 +129,16 @@ def test_encode_windows_matches_one_window_at_a_time():
             ]
         )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_recomputing_blocks_in_backward_gives_the_same_gradients():
+    encoder = make_encoder(blocks=4).train()
+    x, lengths = torch.randn(5, 30), torch.tensor([30, 12, 7, 30, 1])
+    grads = {}
+    for recompute in (False, True):
+        encoder.recompute = recompute
+        encoder.zero_grad()
+        encoder(x, lengths).square().sum().backward()
+        grads[recompute] = [p.grad.clone() for p in encoder.parameters()]
+    for plain, recomputed in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-7)
