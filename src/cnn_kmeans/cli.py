@@ -1,4 +1,4 @@
-"""Local command line: `cnn-kmeans train`, `predict` and `serve` on plain paths."""
+"""Local command line: `cnn-kmeans train`, `predict`, `serve` and `spec`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     serve.add_argument("--port", type=int, help="default: SAGEMAKER_BIND_TO_PORT or 8080")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+
+    spec = commands.add_parser(
+        "spec",
+        add_help=False,  # `cnn-kmeans spec --help` is the spec command's own help
+        help="print (or --create) the CreateAlgorithm request; see `cnn-kmeans spec --help`",
+    )
+    spec.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -132,8 +139,13 @@ def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if argv[:1] == ["spec"]:  # its options are the spec command's own (argparse can't forward)
+        from cnn_kmeans.container import algorithm  # the container layer: only for this command
+
+        return algorithm.main(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         {"train": train, "predict": predict, "serve": serve}[args.command](args)
     except UserError as error:

@@ -111,3 +111,26 @@ def test_bad_csv_names_file_line_and_column_without_traceback(tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     result = run("predict", "--model-dir", tmp_path / "nothing", TEST_CSV)
     assert result.returncode == 2 and "lacks config.json" in result.stderr
+
+
+def test_spec_prints_a_create_algorithm_request_built_from_the_declarations():
+    import json
+
+    from cnn_kmeans.config import HYPERPARAMETERS
+
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cnn-kmeans-{}:0.1.0-cpu"
+    result = run(
+        "spec",
+        "--training-image",
+        image.format("training"),
+        "--inference-image",
+        image.format("inference"),
+    )
+    assert result.returncode == 0, result.stderr
+    request = json.loads(result.stdout)
+    training = request["TrainingSpecification"]
+    assert [h["Name"] for h in training["SupportedHyperParameters"]] == [
+        hp.name for hp in HYPERPARAMETERS
+    ]
+    assert training["TrainingImage"] == image.format("training")
+    assert training["SupportsDistributedTraining"] is True

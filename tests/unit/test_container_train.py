@@ -35,6 +35,9 @@ def test_incremental_config_keeps_the_architecture_and_takes_new_settings():
     assert (config.blocks, config.filters, config.epochs, config.lr) == (3, 8, 5, 0.001)
     with pytest.raises(UserError, match=r"blocks=4 \(model has 3\); scaling='series'"):
         hyperparameters.continued(previous, {"blocks": "4", "scaling": "series"})
+    # defaults filled in by AlgorithmEstimator are not a request to change the architecture
+    defaults = {"blocks": "10", "filters": "40", "scaling": "global", "epochs": "2"}
+    assert hyperparameters.continued(previous, defaults).blocks == 3
 
 
 @pytest.mark.parametrize("value", [0.4213, -0.0421, 1.5e-05, -2.5e-7, 12345678.0, 3.0])

@@ -7,7 +7,8 @@ import re
 from cnn_kmeans.config import markdown_table
 from tests.helpers import REPO
 
-CORE = [p for p in (REPO / "src" / "cnn_kmeans").glob("*.py")]
+# The pure core: every module of the package but the container layer and the CLI entrypoint.
+CORE = [p for p in (REPO / "src" / "cnn_kmeans").glob("*.py") if p.name != "cli.py"]
 
 
 def test_readme_hyperparameter_table_is_generated_from_the_declarations():
@@ -51,3 +52,18 @@ def test_readme_metric_table_is_generated_from_the_declarations():
         "python -c 'from cnn_kmeans.container.metrics import markdown_table; "
         "print(markdown_table())'"
     )
+
+
+def test_readme_content_type_tables_list_exactly_what_the_server_speaks():
+    from cnn_kmeans.container.codecs import REQUEST_CONTENT_TYPES, RESPONSE_CONTENT_TYPES
+    from cnn_kmeans.container.environment import OUTPUT_CHOICES
+
+    readme = (REPO / "README.md").read_text()
+    tables = {}
+    for header in ("| Content-Type (request) | body |", "| Accept (response) | body |"):
+        rows = readme.split(header + "\n|---|---|\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        tables[header] = tuple(row.split(" | ")[0].lstrip("| ") for row in rows)
+    assert tables["| Content-Type (request) | body |"] == REQUEST_CONTENT_TYPES
+    assert tables["| Accept (response) | body |"] == RESPONSE_CONTENT_TYPES
+    for output in OUTPUT_CHOICES:
+        assert f"`{output}`" in readme

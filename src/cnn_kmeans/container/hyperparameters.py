@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cnn_kmeans.config import ARCHITECTURE, Config
+from cnn_kmeans.config import ARCHITECTURE, BY_NAME, Config
 from cnn_kmeans.errors import UserError
 
 # Keys SageMaker or the tuning service inject; they are not ours to validate.
@@ -52,7 +52,13 @@ def continued(previous: Config, raw: Mapping[str, Any]) -> Config:
     """
     given = user_hyperparameters(raw)
     requested = parse(given)  # validates every given value first
-    names = {key.replace("_", "-") for key in given}
+    # A registered algorithm's jobs get every declared default filled in (AlgorithmEstimator
+    # does it), so an architecture value equal to its default does not count as given.
+    names = {
+        name
+        for name in (key.replace("_", "-") for key in given)
+        if name not in ARCHITECTURE or requested.to_dict()[name] != BY_NAME[name].default
+    }
     clashes = [
         f"{name}={requested.to_dict()[name]!r} (model has {previous.to_dict()[name]!r})"
         for name in ARCHITECTURE
