@@ -101,3 +101,46 @@ def metric_values(stdout: str) -> dict[str, list[float]]:
     import re
 
     return {metric.name: [float(v) for v in re.findall(metric.regex, stdout)] for metric in METRICS}
+
+
+def terminate_after(process: subprocess.Popen, root: Path, epochs: int) -> int:
+    """Wait for `epochs` train_loss lines, send SIGTERM as SageMaker does, check the job stops
+    within 30 s with exit code 143; returns the number of epochs it completed."""
+    import signal
+    import time
+
+    seen = 0
+    while seen < epochs:  # epochs are done: the job is inside the training loop
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        seen += line.startswith("train_loss")
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    out, err = process.communicate(timeout=120)
+    assert time.monotonic() - began < 30
+    assert process.returncode == 143, err
+    assert "SIGTERM" in (root / "output" / "failure").read_text()
+    assert (root / "checkpoints" / "cnn-kmeans-checkpoint.pt").is_file()
+    return seen + out.count("train_loss")
+
+
+def start_job(root: Path, **extra_env: str) -> subprocess.Popen:
+    """Start the training entrypoint in the background, its output piped."""
+    return subprocess.Popen(
+        train_command(),
+        env={**entrypoint_env(root), **extra_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def assert_same_encoder(first: Path, second: Path) -> None:
+    """The encoder.pt of two model folders hold exactly the same tensors."""
+    import torch
+
+    expected = torch.load(second / "encoder.pt", weights_only=True)
+    got = torch.load(first / "encoder.pt", weights_only=True)
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)

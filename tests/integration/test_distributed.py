@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cnn_kmeans.persistence import load
 from tests.helpers import cylinder_bell_funnel
-from tests.integration.opt_ml import TINY, entrypoint_env, make_job, metric_values, train_command
+from tests.integration.opt_ml import (
+    TINY,
+    assert_same_encoder,
+    entrypoint_env,
+    make_job,
+    metric_values,
+    start_job,
+    terminate_after,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +43,7 @@ def free_port() -> int:
 
 
 def start(root: Path, **extra: str) -> subprocess.Popen:
-    env = {**entrypoint_env(root), "CNN_KMEANS_MASTER_PORT": str(free_port()), **extra}
-    return subprocess.Popen(
-        train_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return start_job(root, **{"CNN_KMEANS_MASTER_PORT": str(free_port()), **extra})
 
 
 def two_processes(root: Path) -> subprocess.Popen:
@@ -109,19 +112,7 @@ def test_two_hosts_with_their_own_roots(tmp_path):
 def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_job, tmp_path):
     straight = two_process_job[0]
     root = make_job(tmp_path, HYPERPARAMETERS, CHANNELS, checkpoints=True)
-    process = two_processes(root)
-    seen = 0
-    while seen < 3:
-        line = process.stdout.readline()
-        assert line, process.stderr.read()
-        seen += line.startswith("train_loss")
-    process.send_signal(signal.SIGTERM)
-    began = time.monotonic()
-    out, err = process.communicate(timeout=120)
-    assert time.monotonic() - began < 30
-    assert process.returncode == 143, err
-    assert (root / "checkpoints" / "cnn-kmeans-checkpoint.pt").is_file()
-    done = seen + out.count("train_loss")
+    done = terminate_after(two_processes(root), root, epochs=3)
 
     (root / "output" / "failure").unlink()
     rerun = two_processes(root)
@@ -129,7 +120,4 @@ def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_jo
     assert rerun.returncode == 0, err
     assert "resumed from checkpoint" in err
     assert len(metric_values(out)["train_loss"]) == 12 - done
-    resumed = torch.load(root / "model" / "encoder.pt", weights_only=True)
-    expected = torch.load(straight / "model" / "encoder.pt", weights_only=True)
-    for name, tensor in expected.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+    assert_same_encoder(root / "model", straight / "model")

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cnn_kmeans.persistence import load
 from tests.helpers import DATA, cylinder_bell_funnel
 from tests.integration.opt_ml import (
     TINY,
-    entrypoint_env,
+    assert_same_encoder,
     make_job,
     metric_values,
     run_job,
-    train_command,
+    start_job,
+    terminate_after,
 )
 
 TRAIN_CSV = (DATA / "training" / "train.csv").read_text()
@@ -172,26 +170,7 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_to_the_same_model(tmp_path):
     assert run_job(straight).returncode == 0
 
     root = make_job(tmp_path / "spot", hyperparameters, channels, checkpoints=True)
-    process = subprocess.Popen(
-        train_command(),
-        env=entrypoint_env(root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen = 0
-    while seen < 5:  # some epochs are done: the job is inside the training loop
-        line = process.stdout.readline()
-        assert line, process.stderr.read()
-        seen += line.startswith("train_loss")
-    process.send_signal(signal.SIGTERM)
-    began = time.monotonic()
-    out, err = process.communicate(timeout=60)
-    assert time.monotonic() - began < 30
-    assert process.returncode == 143, err
-    assert "SIGTERM" in (root / "output" / "failure").read_text()
-    assert (root / "checkpoints" / "cnn-kmeans-checkpoint.pt").is_file()
-    done = seen + out.count("train_loss")
+    done = terminate_after(start_job(root), root, epochs=5)
 
     (root / "output" / "failure").unlink()
     result = run_job(root)
@@ -201,7 +180,4 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_to_the_same_model(tmp_path):
     np.testing.assert_array_equal(
         np.load(root / "model" / "centroids.npy"), np.load(straight / "model" / "centroids.npy")
     )
-    resumed = torch.load(root / "model" / "encoder.pt", weights_only=True)
-    expected = torch.load(straight / "model" / "encoder.pt", weights_only=True)
-    for name, tensor in expected.items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+    assert_same_encoder(root / "model", straight / "model")
