@@ -28,6 +28,7 @@ RESPONSE_CONTENT_TYPES = (CSV, JSON, JSONLINES)  # in server preference order: C
 
 SOURCE = "request body"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_INT_DIGITS = 4000  # below sys.get_int_max_str_digits()'s default of 4300
 _NUMBER_TYPES = (int, float, type(None))  # bool is excluded on purpose: it is not a number
 
 
@@ -97,8 +98,12 @@ def check_content_type(content_type: str | None) -> tuple[str, str]:
         )
     charset = params.get("charset", "utf-8")
     try:
-        return media_type, text_codecs.lookup(charset).name
-    except LookupError:
+        name = text_codecs.lookup(charset).name
+        # Bytes-to-bytes codecs (base64, rot13, zlib) are no text encodings: bytes.decode refuses
+        # them with LookupError (but not for b""); `undefined` and `idna` refuse any text.
+        b"0".decode(name, "ignore")
+        return media_type, name
+    except (LookupError, UnicodeError):
         raise UnsupportedContentType(
             f"unsupported charset {charset!r}; send UTF-8 (charset=utf-8)"
         ) from None
@@ -116,6 +121,11 @@ def _text(body: bytes, codec: str) -> str:
         raise UserError(
             f"{SOURCE}: line {line}, column {column}: invalid {codec} data "
             f"(byte 0x{body[error.start]:02x}); send text in the declared charset"
+        ) from None
+    except UnicodeError as error:  # codecs like punycode fail without naming a position
+        raise UserError(
+            f"{SOURCE}: cannot decode the body as {codec} ({error}); send text in the declared "
+            "charset"
         ) from None
 
 
@@ -154,12 +164,18 @@ _DECODERS: dict[str, Callable[[str], np.ndarray]] = {
 
 def _load_json(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as error:
         at = f"{where}: line {error.lineno}" if where == SOURCE else where
         raise UserError(f"{at}, column {error.colno}: invalid JSON: {error.msg}") from None
     except RecursionError:
         raise UserError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def _parse_int(text: str) -> int | float:
+    # int() refuses more than 4300 digits (a ValueError, so a 500); as a float such a number is
+    # infinite and is then reported by record and value like any other too-large number.
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
 
 
 def _to_array(records: list, unit: str) -> np.ndarray:
@@ -185,7 +201,10 @@ def _to_array(records: list, unit: str) -> np.ndarray:
         try:
             values = np.array(row, dtype=np.float64)  # None becomes NaN: a missing value
         except OverflowError:  # an integer beyond float64: report it like any too-large value
-            values = np.array([np.inf if type(v) is int and abs(v) > 1e300 else v for v in row])
+            values = np.array(
+                [np.inf if type(v) is int and abs(v) > 1e300 else v for v in row],
+                dtype=np.float64,  # as above, None becomes NaN (without it: an object array)
+            )
         bad = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
         if bad.size:
             raise UserError(
