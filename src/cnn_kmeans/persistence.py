@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -35,11 +36,26 @@ def save(model: CNNKMeans, directory: str | os.PathLike) -> Path:
         **model.summary(),
     }
     state = {key: value.detach().cpu() for key, value in model.encoder_.state_dict().items()}
-    torch.save(state, directory / ENCODER_FILE)
+    # Serialized in memory first: torch's writer reports a full disk as a RuntimeError with no
+    # errno, a plain file write as OSError(ENOSPC), which the training job can explain.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    (directory / ENCODER_FILE).write_bytes(buffer.getvalue())
     np.save(directory / CENTROIDS_FILE, model.centroids_, allow_pickle=False)
     # config.json last: a directory with it present is complete.
     (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
     return directory
+
+
+def unreadable(error: Exception) -> str:
+    """One line saying why torch.load refused a file (torch's own messages run to paragraphs,
+    and for refused objects they suggest turning weights_only off, which would run their code)."""
+    # Matched by name: the package never imports pickle (tests/unit/test_project.py).
+    if any(kind.__name__ == "UnpicklingError" for kind in type(error).__mro__):
+        return "not a file of tensors, or it holds other objects (refused: loading them runs code)"
+    text = str(error).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return f"the file is damaged or cut short: {first[:200]}"
 
 
 def load(directory: str | os.PathLike, device: torch.device | None = None) -> CNNKMeans:
@@ -76,7 +92,10 @@ def load(directory: str | os.PathLike, device: torch.device | None = None) -> CN
     try:
         state = torch.load(directory / ENCODER_FILE, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ArtifactError(f"{directory / ENCODER_FILE} is corrupt: {error}") from None
+        raise ArtifactError(
+            f"{directory / ENCODER_FILE} is corrupt: {unreadable(error)}; copy the artifact again "
+            "or retrain"
+        ) from None
     encoder = Encoder.from_config(config)
     try:
         encoder.load_state_dict(state)

@@ -20,6 +20,7 @@ import torch
 from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.persistence import unreadable
 from cnn_kmeans.preprocess import Scaler
 from cnn_kmeans.trainer import Trainer
 
@@ -49,7 +50,9 @@ class Checkpointer:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")
-        torch.save(state, partial)
+        buffer = io.BytesIO()  # in memory first: a full disk is then an OSError(ENOSPC)
+        torch.save(state, buffer)
+        partial.write_bytes(buffer.getvalue())
         os.replace(partial, self.path)
         self.last_save = time.monotonic()
         log.info(
@@ -81,8 +84,8 @@ class Checkpointer:
             )
         except Exception as error:  # a checkpoint that cannot be decoded is unusable
             raise UserError(
-                f"checkpoint {self.path} cannot be read ({error}); delete it or use a new "
-                "checkpoint location"
+                f"checkpoint {self.path} cannot be read ({unreadable(error)}); delete it or use a "
+                "new checkpoint location"
             ) from None
         if state.get("format_version") != FORMAT_VERSION:
             raise UserError(

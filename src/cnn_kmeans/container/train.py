@@ -7,6 +7,7 @@ non-zero with the reason in output/failure.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -101,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(error))
         return EXIT_USER_ERROR
     except Exception as error:  # a bug: the reason for the user, the traceback in the log
+        if disk_full := _disk_full(error):
+            log.error("%s", disk_full)
+            fail(disk_full)
+            return EXIT_USER_ERROR
         log.exception("algorithm error")
         fail(f"Algorithm error: {type(error).__name__}: {error}")
         return EXIT_ALGORITHM_ERROR
@@ -125,6 +130,17 @@ def _supervise(launch_plan: launch.LaunchPlan, env: TrainingEnvironment, layout:
     if not layout.failure_file.exists():  # the workers died without saying why
         _fail(layout, f"Algorithm error: a training process exited with code {code}; see the log")
     return EXIT_TERMINATED if terminated else code
+
+
+def _disk_full(error: Exception) -> str | None:
+    """The message for a write that failed because the volume is full, else None."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    what = error.filename or "the model, a checkpoint or the report"
+    return (
+        f"No space left on device writing {what}: the training job's storage volume is full; "
+        "give the job a larger volume (VolumeSizeInGB of its ResourceConfig) and run it again"
+    )
 
 
 def _fail(layout: Layout, message: str) -> None:
