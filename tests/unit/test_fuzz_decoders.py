@@ -360,6 +360,7 @@ def reference_json_body(data: bytes) -> list[list[float]]:
 @example(b"[[NaN, 1], [null, -Infinity]]")
 @example(b"[" * 5000)
 @example(b"[[null, 1" + b"0" * 320 + b"]]")
+@example(b"\xef\xbb\xbf\x00\x80[]")
 def test_json_decodes_like_the_reference_or_raises_user_error(data):
     check(json_request, reference_json_body, data, where=None)
 
@@ -401,10 +402,13 @@ def test_any_charset_and_body_decode_or_raise_user_error(media_type, charset, bo
         ("application/json", b"[[" + b"1" * 5000 + b"]]", "instance 1, value 1: inf is infinite"),
         ("application/jsonlines", b"[2, " + b"9" * 4301 + b"]", "line 1, value 2: inf"),
         ("application/json", b"[[null, 1" + b"0" * 320 + b"]]", "instance 1, value 2: 1000"),
+        ("application/json", b"\xef\xbb\xbf\x00\x80[]", "line 1, column 1: invalid utf-8"),
+        ("application/jsonlines", b"\xef\xbb\xbf[1]\n[\xff]", "line 2, column 1: invalid utf-8"),
     ],
 )
 def test_what_the_fuzzing_found_is_a_user_error(content_type, body, message):
-    # Found by the properties above: these raised LookupError, UnicodeError, ValueError and
-    # TypeError (so a 500) before the fixes in codecs.py.
+    # Found by the properties above and the long campaign: these raised LookupError,
+    # UnicodeError, ValueError, TypeError and UnicodeDecodeError (so a 500) before the fixes in
+    # codecs.py.
     with pytest.raises(UserError, match=re.escape(message)):
         decode_request(body, content_type)

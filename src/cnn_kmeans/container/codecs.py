@@ -111,11 +111,15 @@ def check_content_type(content_type: str | None) -> tuple[str, str]:
 
 def _text(body: bytes, codec: str) -> str:
     """body decoded with codec; bad bytes are reported by line and column."""
-    codec = "utf-8-sig" if codec == "utf-8" else codec  # a leading BOM is not part of the data
+    if codec == "utf-8" and body.startswith(text_codecs.BOM_UTF8):
+        # A leading BOM is not part of the data. Stripped here rather than with utf-8-sig, whose
+        # error positions do not count the BOM (they sliced it and made a 500 of a bad byte).
+        body = body[len(text_codecs.BOM_UTF8) :]
     try:
         return body.decode(codec)
     except UnicodeDecodeError as error:
-        prefix = body[: error.start].decode(codec)  # valid up to the bad byte by definition
+        # Valid up to the bad byte; "replace" all the same, so reporting can never raise.
+        prefix = body[: error.start].decode(codec, "replace")
         line = prefix.count("\n") + 1
         column = prefix[prefix.rfind("\n") + 1 :].count(",") + 1
         raise UserError(
