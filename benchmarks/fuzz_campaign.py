@@ -1,6 +1,6 @@
 """The long fuzzing campaign of the request decoders (not run by CI).
 
-    python benchmarks/fuzz_campaign.py [--examples 10000] [--seed 0] [--json FILE]
+    python benchmarks/fuzz_campaign.py [--examples 10000] [--seed 0] [-k EXPRESSION] [--json FILE]
 
 Runs the properties of `tests/unit/test_fuzz_decoders.py` (CSV, JSON, JSON Lines, any charset)
 with `--examples` generated inputs each instead of the suite's 150, under a fixed hypothesis
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = "tests/unit/test_fuzz_decoders.py"
 
 
-def run(examples: int, seed: int) -> tuple[int, str, float]:
+def run(examples: int, seed: int, select: str | None = None) -> tuple[int, str, float]:
     """pytest on the fuzz module with `examples` per property; returns (code, output, seconds)."""
     env = {**os.environ, "CNN_KMEANS_FUZZ_EXAMPLES": str(examples)}
     command = [
@@ -37,6 +37,7 @@ def run(examples: int, seed: int) -> tuple[int, str, float]:
         "no:cacheprovider",
         "--hypothesis-show-statistics",
         f"--hypothesis-seed={seed}",
+        *(["-k", select] if select else []),
     ]
     began = time.monotonic()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
@@ -73,9 +74,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=10_000, help="inputs per property")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed")
+    parser.add_argument("-k", dest="select", help="only the properties pytest -k selects")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    code, output, seconds = run(args.examples, args.seed)
+    code, output, seconds = run(args.examples, args.seed, args.select)
     rows = statistics(output)
     summary = re.findall(r"^=* ?(\d+ (?:passed|failed).*?) ?=*$", output, re.MULTILINE)
     figures = {
