@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 from pathlib import Path
@@ -37,9 +38,18 @@ CHANNELS = {"training": {"t.csv": training_csv()}, "validation": {"v.csv": train
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the ephemeral range (32768+), so that no client connection made by
+    another test can take it between this check and torchrun binding it."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def start(root: Path, **extra: str) -> subprocess.Popen:
