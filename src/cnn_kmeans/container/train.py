@@ -39,8 +39,11 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as a process killed by it would report
 FAILURE_LIMIT = 1024  # SageMaker shows this many characters of output/failure
 
 
-class Terminated(Exception):
-    """SIGTERM arrived outside the training loop (which stops at a step boundary instead)."""
+class Terminated(BaseException):
+    """SIGTERM arrived outside the training loop (which stops at a step boundary instead).
+
+    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the job
+    is, it must not be mistaken for an error by a broad `except Exception` on its way up."""
 
 
 class StopFlag:
@@ -116,10 +119,11 @@ def _run_worker(env: TrainingEnvironment, stop: StopFlag) -> None:
     import torch.distributed as dist
 
     world = launch.join(env.environ)
-    try:
-        run(env, stop, world)
-    finally:
-        dist.destroy_process_group()
+    run(env, stop, world)
+    # Rank 0 is done writing when everyone passes this barrier: the processes then leave the
+    # group together (a rank tearing gloo down alone can abort with SIGABRT).
+    world.barrier()
+    dist.destroy_process_group()
 
 
 def _supervise(launch_plan: launch.LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
@@ -127,7 +131,10 @@ def _supervise(launch_plan: launch.LaunchPlan, env: TrainingEnvironment, layout:
     code, terminated = launch.supervise(launch_plan, env.environ)
     if code == 0:
         return 0
-    if not layout.failure_file.exists():  # the workers died without saying why
+    # The workers died without saying why, or the first process only reports the SIGTERM that
+    # torchrun sent it after another process failed: the log has the reason.
+    failure = layout.failure_file.read_text() if layout.failure_file.exists() else ""
+    if not failure or (not terminated and "SIGTERM" in failure):
         _fail(layout, f"Algorithm error: a training process exited with code {code}; see the log")
     return EXIT_TERMINATED if terminated else code
 
