@@ -171,12 +171,7 @@ def test_a_full_disk_while_writing_the_model_fails_the_job_readably(request, tmp
 
 def test_enospc_anywhere_in_the_job_names_the_file_and_the_fix(tmp_path, monkeypatch):
     # The same fault injected in process, for where no filesystem can be mounted.
-    (tmp_path / "input" / "config").mkdir(parents=True)
-    for name in ("hyperparameters.json", "inputdataconfig.json"):
-        (tmp_path / "input" / "config" / name).write_text("{}")
-    (tmp_path / "input" / "config" / "resourceconfig.json").write_text(
-        '{"current_host": "algo-1", "hosts": ["algo-1"]}'
-    )
+    make_job(tmp_path, {}, {})  # the config files main() reads; run() is replaced below
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's SIGTERM handler
     written = tmp_path / "model" / "encoder.pt"

@@ -11,6 +11,7 @@ from cnn_kmeans.config import Config
 from cnn_kmeans.container import hyperparameters, train
 from cnn_kmeans.container.metrics import METRICS, emit, metric_definitions
 from cnn_kmeans.errors import UserError
+from tests.integration.opt_ml import make_job
 
 
 def test_raw_and_json_quoted_forms_are_the_same():
@@ -59,12 +60,7 @@ def test_non_finite_values_are_not_emitted_and_definitions_cover_every_metric():
 def test_a_bug_becomes_an_algorithm_error_with_the_traceback_in_the_log_only(
     tmp_path, monkeypatch, caplog
 ):
-    (tmp_path / "input" / "config").mkdir(parents=True)
-    for name in ("hyperparameters.json", "inputdataconfig.json"):
-        (tmp_path / "input" / "config" / name).write_text("{}")
-    (tmp_path / "input" / "config" / "resourceconfig.json").write_text(
-        '{"current_host": "algo-1", "hosts": ["algo-1"]}'
-    )
+    make_job(tmp_path, {}, {})  # the config files main() reads; run() is replaced below
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
 
     def broken(env, stop):
