@@ -16,6 +16,12 @@ NEGATIVE_SLOPE = 0.01
 # pooling). Recurring shapes let the allocator reuse blocks and oneDNN pick vectorised kernels:
 # measured 25% faster steps and 60 MB less peak memory at the default hyperparameters.
 WIDTH_MULTIPLE = 16
+# A training step encodes its B anchors, B positives and B x K negatives in this many groups of
+# equal count. Every step then has the same batch sizes (only widths vary), so oneDNN keeps half
+# as many compiled convolutions and the allocator reuses same-sized blocks: at the defaults the
+# steady-state peak RSS fell from 640 to 456 MB for 14% longer steps (a group per distinct
+# length, 10 anchors + 110 others, gave ever-new shapes and a fragmented heap).
+TRAINING_GROUPS = 3
 
 
 class CausalConv(nn.Module):
@@ -144,13 +150,13 @@ class Encoder(nn.Module):
         return self.linear(h.max(dim=2).values)
 
 
-def length_buckets(lengths: np.ndarray, *, max_buckets: int = 0, max_cells: int = 0) -> list:
+def length_buckets(lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0) -> list:
     """Group windows of similar length so each group pads little.
 
     Args:
         lengths: (M,) window lengths.
-        max_buckets: when > 0, at most this many groups: one per distinct length when there are
-            few, else equal-count groups of the sorted lengths (training steps).
+        groups: when > 0, this many groups of equal count (sizes differ by at most one) of the
+            sorted lengths (training steps).
         max_cells: when > 0, groups of ascending length whose padded size (count x longest)
             stays within this budget (inference over many series; bounds memory).
 
@@ -158,20 +164,17 @@ def length_buckets(lengths: np.ndarray, *, max_buckets: int = 0, max_cells: int 
         A list of index arrays into `lengths`.
     """
     order = np.argsort(lengths, kind="stable")
-    if max_cells:
-        sorted_lengths = lengths[order]
-        groups, i, m = [], 0, len(order)
-        while i < m:
-            end = min(m, i + max(1, max_cells // int(sorted_lengths[i])))
-            while end - i > 1 and (end - i) * int(sorted_lengths[end - 1]) > max_cells:
-                end = i + max(1, max_cells // int(sorted_lengths[end - 1]))
-            groups.append(order[i:end])
-            i = end
-        return groups
-    distinct, starts = np.unique(lengths[order], return_index=True)
-    if len(distinct) <= max(1, max_buckets):
-        return np.split(order, starts[1:])
-    return [g for g in np.array_split(order, max_buckets) if len(g)]
+    if not max_cells:
+        return [g for g in np.array_split(order, max(1, groups)) if len(g)]
+    sorted_lengths = lengths[order]
+    chunks, i, m = [], 0, len(order)
+    while i < m:
+        end = min(m, i + max(1, max_cells // int(sorted_lengths[i])))
+        while end - i > 1 and (end - i) * int(sorted_lengths[end - 1]) > max_cells:
+            end = i + max(1, max_cells // int(sorted_lengths[end - 1]))
+        chunks.append(order[i:end])
+        i = end
+    return chunks
 
 
 def encode_windows(
@@ -181,7 +184,7 @@ def encode_windows(
     start: np.ndarray,
     length: np.ndarray,
     *,
-    max_buckets: int = 4,
+    groups: int = TRAINING_GROUPS,
     max_cells: int = 0,
 ) -> torch.Tensor:
     """Encode the windows series[index[i], start[i] : start[i] + length[i]].
@@ -193,15 +196,14 @@ def encode_windows(
         encoder: the encoder.
         series: (N, L) left-aligned series on the encoder's device, zero after each series' end.
         index, start, length: (M,) int64 window descriptions (length >= 1).
-        max_buckets, max_cells: see `length_buckets`.
+        groups, max_cells: see `length_buckets`.
 
     Returns:
         (M, output_size) features.
     """
     device = series.device
-    groups = length_buckets(length, max_buckets=max_buckets, max_cells=max_cells)
     parts, positions = [], []
-    for group in groups:
+    for group in length_buckets(length, groups=groups, max_cells=max_cells):
         lengths = torch.as_tensor(length[group], device=device)
         width = -(-int(length[group].max()) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
         steps = torch.arange(width, device=device)

@@ -104,13 +104,15 @@ def test_length_buckets_partition_windows():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 200, size=500)
     for groups in (
-        length_buckets(lengths, max_buckets=4),
+        length_buckets(lengths, groups=4),
         length_buckets(lengths, max_cells=3000),
     ):
         assert sorted(np.concatenate(groups).tolist()) == list(range(500))
     for group in length_buckets(lengths, max_cells=3000):
         assert len(group) == 1 or len(group) * lengths[group].max() <= 3000
-    assert len(length_buckets(np.array([5, 9, 5, 9, 9]), max_buckets=4)) == 2
+    # Training groups have the same sizes step after step, whatever the lengths drawn.
+    for lengths in (np.array([150] * 10 + [40] * 110), rng.integers(1, 151, size=120)):
+        assert [len(g) for g in length_buckets(lengths, groups=3)] == [40, 40, 40]
 
 
 def test_encode_windows_matches_one_window_at_a_time():
@@ -121,7 +123,7 @@ def test_encode_windows_matches_one_window_at_a_time():
     length = rng.integers(1, 20, size=30)
     start = rng.integers(0, 40 - length + 1)
     with torch.no_grad():
-        got = encode_windows(encoder, series, index, start, length, max_buckets=3)
+        got = encode_windows(encoder, series, index, start, length, groups=3)
         expected = torch.cat(
             [
                 encoder(series[i : i + 1, s : s + n])
