@@ -150,6 +150,11 @@ class Encoder(nn.Module):
         return self.linear(h.max(dim=2).values)
 
 
+def padded_width(length: np.ndarray | int) -> np.ndarray | int:
+    """The width a window of `length` steps is padded to in a batch."""
+    return -(-length // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+
+
 def length_buckets(lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0) -> list:
     """Group windows of similar length so each group pads little.
 
@@ -157,8 +162,10 @@ def length_buckets(lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0) 
         lengths: (M,) window lengths.
         groups: when > 0, this many groups of equal count (sizes differ by at most one) of the
             sorted lengths (training steps).
-        max_cells: when > 0, groups of ascending length whose padded size (count x longest)
-            stays within this budget (inference over many series; bounds memory).
+        max_cells: when > 0, groups of one padded width whose size (count x width) stays within
+            this budget (inference over many series; bounds memory). Counts are powers of two:
+            the largest that fits, then the remainder as a sum of smaller powers, so calls after
+            calls meet the same few batch shapes (oneDNN reuses its compiled convolutions).
 
     Returns:
         A list of index arrays into `lengths`.
@@ -166,14 +173,19 @@ def length_buckets(lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0) 
     order = np.argsort(lengths, kind="stable")
     if not max_cells:
         return [g for g in np.array_split(order, max(1, groups)) if len(g)]
-    sorted_lengths = lengths[order]
-    chunks, i, m = [], 0, len(order)
-    while i < m:
-        end = min(m, i + max(1, max_cells // int(sorted_lengths[i])))
-        while end - i > 1 and (end - i) * int(sorted_lengths[end - 1]) > max_cells:
-            end = i + max(1, max_cells // int(sorted_lengths[end - 1]))
-        chunks.append(order[i:end])
-        i = end
+    widths = padded_width(lengths[order])
+    _, starts = np.unique(widths, return_index=True)
+    chunks = []
+    for same_width in np.split(order, starts[1:]):
+        width = int(padded_width(int(lengths[same_width[0]])))
+        size = 1 << (max(1, max_cells // width).bit_length() - 1)
+        full = len(same_width) - len(same_width) % size
+        chunks.extend(same_width[i : i + size] for i in range(0, full, size))
+        rest = same_width[full:]
+        while len(rest):
+            size = 1 << (len(rest).bit_length() - 1)
+            chunks.append(rest[:size])
+            rest = rest[size:]
     return chunks
 
 
@@ -205,7 +217,7 @@ def encode_windows(
     parts, positions = [], []
     for group in length_buckets(length, groups=groups, max_cells=max_cells):
         lengths = torch.as_tensor(length[group], device=device)
-        width = -(-int(length[group].max()) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+        width = int(padded_width(int(length[group].max())))
         steps = torch.arange(width, device=device)
         columns = torch.as_tensor(start[group], device=device)[:, None] + steps
         columns = columns.clamp_(max=series.shape[1] - 1)

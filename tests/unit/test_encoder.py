@@ -13,6 +13,7 @@ from cnn_kmeans.encoder import (
     Encoder,
     encode_windows,
     length_buckets,
+    padded_width,
 )
 
 
@@ -108,8 +109,12 @@ def test_length_buckets_partition_windows():
         length_buckets(lengths, max_cells=3000),
     ):
         assert sorted(np.concatenate(groups).tolist()) == list(range(500))
-    for group in length_buckets(lengths, max_cells=3000):
-        assert len(group) == 1 or len(group) * lengths[group].max() <= 3000
+    inference = length_buckets(lengths, max_cells=3000)
+    for group in inference:
+        assert len(group) == 1 or len(group) * padded_width(lengths[group].max()) <= 3000
+    # Few batch shapes however many series: one width per group, power-of-two counts.
+    assert all(len(set(padded_width(lengths[g]))) == 1 for g in inference)
+    assert {len(g) for g in inference} <= {1, 2, 4, 8, 16, 32, 64, 128}
     # Training groups have the same sizes step after step, whatever the lengths drawn.
     for lengths in (np.array([150] * 10 + [40] * 110), rng.integers(1, 151, size=120)):
         assert [len(g) for g in length_buckets(lengths, groups=3)] == [40, 40, 40]
