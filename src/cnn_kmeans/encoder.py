@@ -214,18 +214,16 @@ def encode_windows(
         (M, output_size) features.
     """
     device = series.device
-    parts, positions = [], []
+    # Written in place, group by group: a list of small results kept between the groups' large
+    # temporary activations would pin the heap and grow it by about a batch per call.
+    features = series.new_empty((len(length), encoder.linear.out_features))
     for group in length_buckets(length, groups=groups, max_cells=max_cells):
         lengths = torch.as_tensor(length[group], device=device)
         width = int(padded_width(int(length[group].max())))
         steps = torch.arange(width, device=device)
         columns = torch.as_tensor(start[group], device=device)[:, None] + steps
         columns = columns.clamp_(max=series.shape[1] - 1)
-        rows = torch.as_tensor(index[group], device=device)[:, None]
-        batch = series[rows, columns].masked_fill(steps >= lengths[:, None], 0.0)
-        parts.append(encoder(batch, lengths))
-        positions.append(group)
-    features = torch.cat(parts)
-    inverse = np.empty(len(length), dtype=np.int64)
-    inverse[np.concatenate(positions)] = np.arange(len(length))
-    return features[torch.as_tensor(inverse, device=device)]
+        rows = torch.as_tensor(index[group], device=device)
+        batch = series[rows[:, None], columns].masked_fill(steps >= lengths[:, None], 0.0)
+        features[rows.new_tensor(group)] = encoder(batch, lengths)
+    return features
