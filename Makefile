@@ -43,7 +43,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
 
 # --- Images, the algorithm resource, compatibility (see README, "SageMaker algorithm") ---------
-.PHONY: lint-docker images smoke notebook compat
+.PHONY: lint-docker images smoke notebook test-stack
 
 # hadolint and shellcheck come with the dev extra (their wheels ship the binaries).
 lint-docker: venv
@@ -64,15 +64,26 @@ smoke:
 notebook: venv
 	$(BIN)/python tools/notebook.py notebook.ipynb
 
-# The unit tests on the oldest numpy and scikit-learn the images' stack supports (issue 5),
-# with the torch of constraints.txt: never let pip resolve another torch. Not run by CI.
-COMPAT_VENV ?= runs/venv-compat
-COMPAT_PINS := numpy==1.26.0 scikit-learn==1.3.0
-compat:
-	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet --constraint constraints.txt \
-		$(COMPAT_PINS) --editable '.[dev]'
-	$(COMPAT_VENV)/bin/python -c "import numpy, sklearn, torch, sys; \
-		print('compat: python', sys.version.split()[0], 'numpy', numpy.__version__, \
-		'scikit-learn', sklearn.__version__, 'torch', torch.__version__)"
-	$(COMPAT_VENV)/bin/python -m pytest -q tests/unit
+# The images' stack (constraints-stack.txt: Python 3.10, torch 2.1.0, numpy 1.26, scikit-learn 1.3)
+# in its own virtualenv, rebuilt only when pyproject.toml or the pins change: the unit tests, the
+# training, serving and CLI tests, and a model saved on each stack predicted on the other
+# (tests/integration/test_stack.py). CI runs it after `make test`.
+STACK_VENV ?= runs/venv-stack
+STACK_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10.*/bin/python) \
+	$(shell command -v python3.10))
+STACK_TESTS := tests/unit tests/integration/test_train.py tests/integration/test_serve.py \
+	tests/integration/test_cli.py tests/integration/test_stack.py
+
+$(STACK_VENV)/.installed: pyproject.toml constraints-stack.txt
+	@test -n "$(STACK_PYTHON)" \
+		|| { echo "test-stack needs Python 3.10: make test-stack STACK_PYTHON=/path/python3.10" >&2; exit 2; }
+	test -x $(STACK_VENV)/bin/python || $(STACK_PYTHON) -m venv $(STACK_VENV)
+	$(STACK_VENV)/bin/python -m pip install --quiet --constraint constraints-stack.txt \
+		--editable '.[dev]'
+	touch $@
+
+test-stack: venv $(STACK_VENV)/.installed
+	$(STACK_VENV)/bin/python -c "import numpy, sklearn, torch, sys; \
+		print('images stack: python', sys.version.split()[0], 'torch', torch.__version__, \
+		'numpy', numpy.__version__, 'scikit-learn', sklearn.__version__)"
+	CNN_KMEANS_OTHER_PYTHON=$(abspath $(BIN)/python) $(STACK_VENV)/bin/python -m pytest $(STACK_TESTS)

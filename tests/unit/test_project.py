@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 from cnn_kmeans.config import markdown_table
 from tests.helpers import REPO
@@ -42,6 +44,42 @@ def test_no_pickle_in_the_package():
     pattern = re.compile(r"import pickle|import joblib|allow_pickle=True|weights_only=False")
     offenders = [p for p in (REPO / "src").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def _torch_loads_without_weights_only(path: Path) -> list[int]:
+    """Lines of `path` calling `torch.load` without a literal `weights_only=True`."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "torch"
+        ):
+            safe = any(
+                k.arg == "weights_only"
+                and isinstance(k.value, ast.Constant)
+                and k.value.value is True
+                for k in node.keywords
+            )
+            if not safe:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_torch_load_in_the_package_refuses_pickle():
+    """A bare `torch.load` is safe on torch >= 2.6 but unpickles on the images' torch 2.1."""
+    sources = list((REPO / "src").rglob("*.py"))
+    calls = {p.name: _torch_loads_without_weights_only(p) for p in sources}
+    assert {name: lines for name, lines in calls.items() if lines} == {}
+    assert len(sources) >= 20
+
+
+def test_the_torch_load_check_flags_a_bare_call(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nx = torch.load('a')\ny = torch.load('b', weights_only=False)\n")
+    assert _torch_loads_without_weights_only(bad) == [2, 3]
 
 
 def test_readme_metric_table_is_generated_from_the_declarations():
