@@ -19,6 +19,7 @@ from tests.integration.opt_ml import (
     entrypoint_env,
     make_job,
     metric_values,
+    set_hosts,
     start_job,
     terminate_after,
     train_command,
@@ -105,8 +106,7 @@ def test_two_hosts_with_their_own_roots(tmp_path):
     processes = []
     for host in hosts:
         root = make_job(tmp_path / host, {**HYPERPARAMETERS, "epochs": "2"}, CHANNELS)
-        config = root / "input" / "config" / "resourceconfig.json"
-        config.write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        set_hosts(root, host, hosts, "lo")  # loopback: no traffic to this machine's address
         processes.append((root, start(root, CNN_KMEANS_MASTER_PORT=port)))
     results = [
         (root, *process.communicate(timeout=600), process.returncode) for root, process in processes
