@@ -70,14 +70,22 @@ def unavailable() -> str | None:
     for tool in ("ip", "unshare", "mount", "hostname"):
         if shutil.which(tool) is None:
             return f"{tool!r} is not installed"
-    name = f"{PREFIX}{os.getpid()}-probe"
+    # What cluster() and Host.command() do, on a pair of throw-away namespaces.
+    names = [f"{PREFIX}{os.getpid()}-probe{i}" for i in (1, 2)]
+    enter = "hostname aws && mount --bind /etc/hosts /etc/hosts"
     try:
-        _run("ip", "netns", "add", name)
-        _run("ip", "netns", "exec", name, "unshare", "--uts", "--mount", "hostname", HOSTNAME)
+        for name in names:
+            _run("ip", "netns", "add", name)
+        _run(
+            "ip", "link", "add", "name", INTERFACE, "netns", names[0], "type", "veth",
+            "peer", "name", INTERFACE, "netns", names[1],
+        )  # fmt: skip
+        _run("ip", "netns", "exec", names[0], "unshare", "--uts", "--mount", "sh", "-c", enter)
     except (OSError, subprocess.SubprocessError, RuntimeError) as error:
         return f"namespaces refused on this machine: {error}"
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None
 
 

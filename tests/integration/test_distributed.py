@@ -13,6 +13,7 @@ import pytest
 
 from cnn_kmeans.persistence import load
 from tests.helpers import cylinder_bell_funnel
+from tests.integration import netns
 from tests.integration.opt_ml import (
     TINY,
     assert_same_encoder,
@@ -101,6 +102,10 @@ def test_two_processes_compute_the_single_process_losses(two_process_job, tmp_pa
 
 
 def test_two_hosts_with_their_own_roots(tmp_path):
+    """Two "hosts" on loopback: where namespaces are available, test_multihost.py runs the
+    same job on hosts shaped like SageMaker's instead."""
+    if netns.unavailable() is None:
+        pytest.skip("superseded by test_multihost.py (hosts as network namespaces)")
     hosts = ["127.0.0.1", "localhost"]  # two names of this machine: one process per "host"
     port = str(free_port())
     processes = []
