@@ -117,6 +117,9 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
 
     Returns:
         torchrun's exit code, and whether SIGTERM arrived.
+
+    Raises:
+        UserError: A host's name did not resolve in time (network.wait_for_hosts).
     """
     log.info(
         "launching %d processes on host %d of %d (world size %d)",
