@@ -19,6 +19,8 @@ def make_job(
     channels: dict[str, dict[str, bytes | str]],
     *,
     checkpoints: bool = False,
+    input_mode: str = "File",
+    distribution: str = "FullyReplicated",
 ) -> Path:
     """Write input/config/*.json and input/data/<channel>/<file> under root; returns root.
 
@@ -27,6 +29,8 @@ def make_job(
         hyperparameters: name -> value, strings as SageMaker writes them.
         channels: channel -> {relative file path: content}.
         checkpoints: create /opt/ml/checkpoints (SageMaker does when checkpointing is on).
+        input_mode: every channel's TrainingInputMode (File, FastFile or Pipe).
+        distribution: every channel's S3DistributionType (FullyReplicated, ShardedByS3Key).
     """
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
@@ -34,31 +38,14 @@ def make_job(
     data_config = {
         name: {
             "ContentType": "application/x-sagemaker-model" if name == "model" else "text/csv",
-            "TrainingInputMode": "File",
-            "S3DistributionType": "FullyReplicated",
+            "TrainingInputMode": input_mode,
+            "S3DistributionType": distribution,
             "RecordWrapperType": "None",
         }
         for name in channels
     }
     (config / "inputdataconfig.json").write_text(json.dumps(data_config))
-    (config / "resourceconfig.json").write_text(
-        json.dumps(
-            {
-                "current_host": "algo-1",
-                "current_instance_type": "ml.m5.large",
-                "current_group_name": "homogeneousCluster",
-                "hosts": ["algo-1"],
-                "instance_groups": [
-                    {
-                        "instance_group_name": "homogeneousCluster",
-                        "instance_type": "ml.m5.large",
-                        "hosts": ["algo-1"],
-                    }
-                ],
-                "network_interface_name": "eth0",
-            }
-        )
-    )
+    set_hosts(root, "algo-1", ["algo-1"], "eth0")
     for name, files in channels.items():
         folder = root / "input" / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -72,6 +59,29 @@ def make_job(
     if checkpoints:
         (root / "checkpoints").mkdir(exist_ok=True)
     return root
+
+
+def set_hosts(root: Path, current: str, hosts: list[str], interface: str) -> None:
+    """Write resourceconfig.json as SageMaker does for `current` among `hosts`."""
+    group = "homogeneousCluster"
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps(
+            {
+                "current_host": current,
+                "current_instance_type": "ml.m5.large",
+                "current_group_name": group,
+                "hosts": hosts,
+                "instance_groups": [
+                    {
+                        "instance_group_name": group,
+                        "instance_type": "ml.m5.large",
+                        "hosts": hosts,
+                    }
+                ],
+                "network_interface_name": interface,
+            }
+        )
+    )
 
 
 def entrypoint_env(root: Path) -> dict[str, str]:

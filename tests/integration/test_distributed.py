@@ -13,12 +13,14 @@ import pytest
 
 from cnn_kmeans.persistence import load
 from tests.helpers import cylinder_bell_funnel
+from tests.integration import netns
 from tests.integration.opt_ml import (
     TINY,
     assert_same_encoder,
     entrypoint_env,
     make_job,
     metric_values,
+    set_hosts,
     start_job,
     terminate_after,
     train_command,
@@ -100,13 +102,16 @@ def test_two_processes_compute_the_single_process_losses(two_process_job, tmp_pa
 
 
 def test_two_hosts_with_their_own_roots(tmp_path):
+    """Two "hosts" on loopback: where namespaces are available, test_multihost.py runs the
+    same job on hosts shaped like SageMaker's instead."""
+    if netns.unavailable() is None:
+        pytest.skip("superseded by test_multihost.py (hosts as network namespaces)")
     hosts = ["127.0.0.1", "localhost"]  # two names of this machine: one process per "host"
     port = str(free_port())
     processes = []
     for host in hosts:
         root = make_job(tmp_path / host, {**HYPERPARAMETERS, "epochs": "2"}, CHANNELS)
-        config = root / "input" / "config" / "resourceconfig.json"
-        config.write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        set_hosts(root, host, hosts, "lo")  # loopback: no traffic to this machine's address
         processes.append((root, start(root, CNN_KMEANS_MASTER_PORT=port)))
     results = [
         (root, *process.communicate(timeout=600), process.returncode) for root, process in processes

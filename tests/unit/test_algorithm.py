@@ -81,9 +81,13 @@ def test_channels(request_):
     for name in ("training", "validation"):
         assert channels[name]["SupportedContentTypes"] == ["text/csv"]
     assert channels["model"]["SupportedContentTypes"] == ["application/x-sagemaker-model"]
+    # The modes the container reads (it refuses Pipe); incremental training takes File only.
+    for name in ("training", "validation"):
+        assert channels[name]["SupportedInputModes"] == ["File", "FastFile"]
+    assert channels["model"]["SupportedInputModes"] == ["File"]
+    # CompressionType is for Pipe mode only (gzip files are read whatever it says).
     for spec in channels.values():
-        assert spec["SupportedInputModes"] == ["File"]
-        assert spec["SupportedCompressionTypes"] == ["None", "Gzip"]
+        assert spec["SupportedCompressionTypes"] == ["None"]
 
 
 def test_inference_content_types_come_from_the_codecs(request_):

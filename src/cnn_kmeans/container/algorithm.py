@@ -22,6 +22,7 @@ from typing import Any
 from cnn_kmeans.config import HYPERPARAMETERS, Hyperparameter
 from cnn_kmeans.container import metrics
 from cnn_kmeans.container.codecs import CSV, REQUEST_CONTENT_TYPES, RESPONSE_CONTENT_TYPES
+from cnn_kmeans.container.environment import FILE_INPUT_MODES
 from cnn_kmeans.container.service_model import validate
 from cnn_kmeans.errors import UserError
 
@@ -83,22 +84,37 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def channel(name: str, description: str, required: bool, content_type: str) -> dict[str, Any]:
-    """One `ChannelSpecification` (File mode; plain or gzip-compressed files)."""
+def channel(
+    name: str,
+    description: str,
+    required: bool,
+    content_type: str,
+    input_modes: Sequence[str] = FILE_INPUT_MODES,
+) -> dict[str, Any]:
+    """One `ChannelSpecification`: the input modes the container reads, no channel compression.
+
+    `CompressionType` is "used only in Pipe input mode. In File mode, leave this field unset or
+    set it to None" (API reference, Channel), and the container refuses Pipe mode, so "None" is
+    the only type declared. Gzip-compressed files are still read in File and FastFile modes:
+    the reader recognises them by their magic bytes, whatever the channel says. (Whether AWS
+    rejects a File-mode job with CompressionType Gzip against this list, or ignores the field,
+    cannot be checked offline; either way the files are read.)
+    """
     return {
         "Name": name,
         "Description": description,
         "IsRequired": required,
         "SupportedContentTypes": [content_type],
-        "SupportedCompressionTypes": ["None", "Gzip"],
-        "SupportedInputModes": ["File"],
+        "SupportedCompressionTypes": ["None"],
+        "SupportedInputModes": list(input_modes),
     }
 
 
 CHANNELS = (
     channel("training", "CSV series, one per row, no header (required)", True, CSV),
     channel("validation", "CSV series: adds valid_loss and valid_score", False, CSV),
-    channel("model", "a model.tar.gz to train further", False, MODEL_CONTENT_TYPE),
+    # "To use a model for incremental training, choose File input mode" (API reference, Channel).
+    channel("model", "a model.tar.gz to train further", False, MODEL_CONTENT_TYPE, ("File",)),
 )
 
 

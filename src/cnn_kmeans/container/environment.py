@@ -21,6 +21,9 @@ OUTPUT_CHOICES = ("features", "labels", "distances")
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 UNLIMITED_PAYLOAD_MB = 100.0  # the largest MaxPayloadInMB batch transform accepts
 DEFAULT_TIMEOUT_S = 600
+# What the reader handles: files on a file system, copied (File) or mounted from S3 (FastFile,
+# read-only). Pipe mode streams through FIFOs the reader does not read.
+FILE_INPUT_MODES = ("File", "FastFile")
 
 
 def root_from(environ: Mapping[str, str]) -> Path:
@@ -81,6 +84,32 @@ class TrainingEnvironment:
     num_gpus: int = 0
     num_cpus: int = 1
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    network_interface_name: str = "eth0"
+    instance_type: str = "local"
+    channel_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+
+    def check_channels(self) -> None:
+        """Refuse what the reader cannot serve: a Pipe-mode channel, or a channel sharded
+        across the hosts (ShardedByS3Key), since every process must see every series (the
+        triplets' negatives and the KMeans fit span the whole training set).
+
+        Raises:
+            UserError: Naming the channel and the setting to change.
+        """
+        for name, config in self.channel_configs.items():
+            mode = config.get("TrainingInputMode", "File")
+            if mode not in FILE_INPUT_MODES:
+                raise UserError(
+                    f"channel {name!r} uses input mode {mode}: cnn-kmeans reads files; set the "
+                    f"channel's InputMode (or the job's TrainingInputMode) to File or FastFile"
+                )
+            sharded = config.get("S3DistributionType") == "ShardedByS3Key"
+            if sharded and len(self.hosts) > 1:
+                raise UserError(
+                    f"channel {name!r} is ShardedByS3Key on a job of {len(self.hosts)} "
+                    "instances: every instance must read the whole data set; set the channel's "
+                    "S3DataDistributionType to FullyReplicated"
+                )
 
     @classmethod
     def from_toolkit(cls, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
@@ -100,7 +129,7 @@ class TrainingEnvironment:
 
         env = toolkit.Environment()
         channels = {name: Path(path) for name, path in env.channel_input_dirs.items()}
-        return cls(
+        result = cls(
             layout=layout,
             hyperparameters=dict(env.hyperparameters),
             channels=channels,
@@ -109,7 +138,12 @@ class TrainingEnvironment:
             num_gpus=int(env.num_gpus),
             num_cpus=int(env.num_cpus),
             environ=dict(environ),
+            network_interface_name=env.network_interface_name,
+            instance_type=env.current_instance_type,
+            channel_configs=dict(env.input_data_config),
         )
+        result.check_channels()
+        return result
 
 
 @dataclass(frozen=True)

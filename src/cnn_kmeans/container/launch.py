@@ -3,7 +3,9 @@
 SageMaker's `AlgorithmEstimator` has no `distribution` argument, so the entrypoint launches the
 workers itself: one process per GPU (one per host without GPUs, unless
 `CNN_KMEANS_PROCESSES_PER_HOST` asks for more), on every host of resourceconfig.json, the
-first host being the rendezvous master.
+first host being the rendezvous master. Before a multi-host launch every host waits for the
+others' names and binds gloo/NCCL to the job's network interface (see network.py); the master
+is given to torchrun by address, so nothing depends on the container's hostname.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cnn_kmeans.container import network
 from cnn_kmeans.container.environment import TrainingEnvironment
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import UserError
@@ -39,19 +42,33 @@ class LaunchPlan:
     node_rank: int
     processes_per_host: int
     master_port: int
+    interface: str = "eth0"
+    instance_type: str = "local"
+    host_wait_seconds: float = network.DEFAULT_WAIT_SECONDS
 
     @property
-    def master_addr(self) -> str:
-        """The first host; loopback on a one-host job, whose host name may not resolve."""
-        return self.hosts[0] if len(self.hosts) > 1 else "127.0.0.1"
+    def multi_host(self) -> bool:
+        """Whether the job spans several hosts."""
+        return len(self.hosts) > 1
+
+    @property
+    def current_host(self) -> str:
+        """This host's name in resourceconfig.json."""
+        return self.hosts[self.node_rank]
 
     @property
     def world_size(self) -> int:
         """Processes over all hosts."""
         return len(self.hosts) * self.processes_per_host
 
-    def command(self) -> list[str]:
-        """torchrun for this host, starting `python -m cnn_kmeans.container.train worker`."""
+    def command(self, master_addr: str = "127.0.0.1") -> list[str]:
+        """torchrun for this host, starting `python -m cnn_kmeans.container.train worker`.
+
+        Args:
+            master_addr: the first host's address (loopback on a one-host job). An address,
+                not a name: torchrun's static rendezvous hands it to every worker as
+                MASTER_ADDR (torch 2.1 and 2.13 alike), so no process resolves it again.
+        """
         return [
             sys.executable,
             "-m",
@@ -59,7 +76,7 @@ class LaunchPlan:
             f"--nnodes={len(self.hosts)}",
             f"--nproc-per-node={self.processes_per_host}",
             f"--node-rank={self.node_rank}",
-            f"--master-addr={self.master_addr}",
+            f"--master-addr={master_addr}",
             f"--master-port={self.master_port}",
             "--max-restarts=0",
             "--module",
@@ -78,6 +95,9 @@ def plan(env: TrainingEnvironment) -> LaunchPlan:
         node_rank=list(env.hosts).index(env.current_host),
         processes_per_host=processes,
         master_port=_count(env.environ, PORT_ENV, DEFAULT_PORT),
+        interface=env.network_interface_name,
+        instance_type=env.instance_type,
+        host_wait_seconds=network.wait_seconds(env.environ),
     )
 
 
@@ -93,8 +113,13 @@ def _count(environ: Mapping[str, str], name: str, default: int) -> int:
 def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool]:
     """Run torchrun for this host and wait; SIGTERM is passed on to it (and so to the workers).
 
+    A multi-host job first waits for every host's name and sets the interface variables.
+
     Returns:
         torchrun's exit code, and whether SIGTERM arrived.
+
+    Raises:
+        UserError: A host's name did not resolve in time (network.wait_for_hosts).
     """
     log.info(
         "launching %d processes on host %d of %d (world size %d)",
@@ -103,7 +128,24 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
         len(launch.hosts),
         launch.world_size,
     )
-    process = subprocess.Popen(launch.command(), env=dict(environ))
+    environ, master_addr = dict(environ), "127.0.0.1"
+    if launch.multi_host:
+        addresses = network.wait_for_hosts(launch.hosts, launch.host_wait_seconds)
+        master_addr = addresses[launch.hosts[0]]
+        settings = network.communication_env(
+            environ,
+            interface=launch.interface,
+            current_host=launch.current_host,
+            instance_type=launch.instance_type,
+        )
+        log.info(
+            "hosts resolved (%s); master %s; %s",
+            ", ".join(f"{host}={address}" for host, address in addresses.items()),
+            master_addr,
+            " ".join(f"{name}={value}" for name, value in sorted(settings.items())),
+        )
+        environ |= settings
+    process = subprocess.Popen(launch.command(master_addr), env=environ)
     terminated = []
 
     def forward(signum: int, frame: Any) -> None:
