@@ -66,13 +66,14 @@ notebook: venv
 
 # The images' stack (constraints-stack.txt: Python 3.10, torch 2.1.0, numpy 1.26, scikit-learn 1.3)
 # in its own virtualenv, rebuilt only when pyproject.toml or the pins change: the unit tests, the
-# training, serving and CLI tests, and a model saved on each stack predicted on the other
+# training (one host, two processes, two hosts), serving and CLI tests, and a model saved on each stack predicted on the other
 # (tests/integration/test_stack.py). CI runs it after `make test`.
 STACK_VENV ?= runs/venv-stack
 STACK_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10.*/bin/python) \
 	$(shell command -v python3.10))
 STACK_TESTS := tests/unit tests/integration/test_train.py tests/integration/test_serve.py \
-	tests/integration/test_cli.py tests/integration/test_stack.py
+	tests/integration/test_cli.py tests/integration/test_stack.py \
+	tests/integration/test_distributed.py tests/integration/test_multihost.py
 
 $(STACK_VENV)/.installed: pyproject.toml constraints-stack.txt
 	@test -n "$(STACK_PYTHON)" \

@@ -7,11 +7,33 @@ rows of features, broadcasting bytes.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _normal_tensors(method: F) -> F:
+    """Run a collective with inference mode off, also when called inside it.
+
+    Collectives write into their tensors in place from the backend's threads, where inference
+    mode is off: on torch 2.1 gloo then refuses tensors created in inference mode ("Inplace
+    update to inference tensor outside InferenceMode"; seen at the features' all_gather of a
+    two-process job). Tensors created here are normal ones; reading inference tensors is fine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False):
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,7 @@ class World:
         """This rank's positions among `count` items (round robin, so shards differ by <= 1)."""
         return np.arange(self.rank, count, self.size)
 
+    @_normal_tensors
     def sum(self, *values: float) -> list[float]:
         """Each value summed over all processes."""
         if not self.distributed:
@@ -44,6 +67,7 @@ class World:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    @_normal_tensors
     def any(self, flag: bool) -> bool:
         """Whether any process has the flag set."""
         if not self.distributed:
@@ -52,6 +76,7 @@ class World:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
+    @_normal_tensors
     def gather_rows(self, rows: torch.Tensor, count: int) -> torch.Tensor:
         """All `count` rows, in item order, from each rank's round-robin shard (see `shard`).
 
@@ -73,6 +98,7 @@ class World:
         stacked = torch.stack(parts, dim=1).reshape(longest * self.size, *rows.shape[1:])
         return stacked[:count]
 
+    @_normal_tensors
     def broadcast_bytes(self, payload: bytes | None) -> bytes:
         """The leader's bytes, on every process."""
         if not self.distributed:
