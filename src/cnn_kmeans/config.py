@@ -118,6 +118,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter("epochs", int, 100, "passes over the training series", low=1, high=10000),
     Hyperparameter(
+        "min-steps",
+        int,
+        0,
+        "when >0: at least this many optimisation steps; the job makes "
+        "max(epochs, ⌈min-steps / ⌈N / batch-size⌉⌉) passes (the paper: 1,500 steps whatever N)",
+        low=0,
+        high=10_000_000,
+    ),
+    Hyperparameter(
         "scaling",
         str,
         "global",
@@ -167,6 +176,7 @@ class Config:
     lr: float = 0.001
     batch_size: int = 10
     epochs: int = 100
+    min_steps: int = 0
     scaling: str = "global"
     seed: int = 0
     max_clusters: int = 0

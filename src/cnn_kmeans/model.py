@@ -106,7 +106,7 @@ class CNNKMeans:
         """Prepare a training run: clean and scale the data, build the encoder and its trainer.
 
         With `warm_start` the fitted encoder and scaler are kept (incremental training: the
-        run adds `config.epochs` epochs to the weights it has); otherwise both are fitted anew.
+        run adds `planned_epochs` passes to the weights it has); otherwise both are fitted anew.
         """
         values, lengths = prepare(X)
         self._check_cluster_count(len(lengths))
