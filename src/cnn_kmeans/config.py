@@ -134,6 +134,14 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         choices=("global", "series"),
     ),
     Hyperparameter(
+        "features",
+        str,
+        "raw",
+        "features before KMeans: as the encoder gives them, standardised, or whitened (PCA, 90% "
+        "of the variance); fitted on the training series and folded into the encoder",
+        choices=("raw", "standardised", "whitened"),
+    ),
+    Hyperparameter(
         "seed",
         int,
         0,
@@ -178,6 +186,7 @@ class Config:
     epochs: int = 100
     min_steps: int = 0
     scaling: str = "global"
+    features: str = "raw"
     seed: int = 0
     max_clusters: int = 0
 

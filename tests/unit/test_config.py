@@ -22,6 +22,7 @@ SPEC_TABLE = {
     "epochs": (int, 100, "1–10000", True),
     "min-steps": (int, 0, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
+    "features": (str, "raw", "raw, standardised, whitened", True),
     "seed": (int, 0, "0–2147483647", False),
     "max-clusters": (int, 0, "0–100 (1 is rejected)", False),
 }
