@@ -118,11 +118,28 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter("epochs", int, 100, "passes over the training series", low=1, high=10000),
     Hyperparameter(
+        "min-steps",
+        int,
+        0,
+        "when >0: at least this many optimisation steps; the job makes "
+        "max(epochs, ⌈min-steps / ⌈N / batch-size⌉⌉) passes (the paper: 1,500 steps whatever N)",
+        low=0,
+        high=10_000_000,
+    ),
+    Hyperparameter(
         "scaling",
         str,
         "global",
         "internal scaling: one mean/std over all training values, or each series z-normalised",
         choices=("global", "series"),
+    ),
+    Hyperparameter(
+        "features",
+        str,
+        "raw",
+        "features before KMeans: as the encoder gives them, standardised, or whitened (PCA, 90% "
+        "of the variance); fitted on the training series and folded into the encoder",
+        choices=("raw", "standardised", "whitened"),
     ),
     Hyperparameter(
         "seed",
@@ -167,7 +184,9 @@ class Config:
     lr: float = 0.001
     batch_size: int = 10
     epochs: int = 100
+    min_steps: int = 0
     scaling: str = "global"
+    features: str = "raw"
     seed: int = 0
     max_clusters: int = 0
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnn_kmeans.clustering import prepare_features
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
 from cnn_kmeans.distributed import World
@@ -106,7 +107,7 @@ class CNNKMeans:
         """Prepare a training run: clean and scale the data, build the encoder and its trainer.
 
         With `warm_start` the fitted encoder and scaler are kept (incremental training: the
-        run adds `config.epochs` epochs to the weights it has); otherwise both are fitted anew.
+        run adds `planned_epochs` passes to the weights it has); otherwise both are fitted anew.
         """
         values, lengths = prepare(X)
         self._check_cluster_count(len(lengths))
@@ -135,7 +136,8 @@ class CNNKMeans:
         return Training(trainer, self.scaler_.transform(values), lengths, valid, valid_lengths)
 
     def finish(self, training: Training) -> np.ndarray | None:
-        """Fit KMeans on the trained encoder's features; returns those features (N, D).
+        """Fit KMeans on the trained encoder's features, prepared as `config.features` asks
+        (the preparation is folded into the encoder); returns those features (N, D).
 
         Data-parallel: every rank encodes its shard, rank 0 gathers them and fits KMeans; the
         other ranks return None.
@@ -143,6 +145,7 @@ class CNNKMeans:
         features = self.encode(training.train, training.lengths, distributed=True)
         if not self.world.leader:
             return None
+        features = prepare_features(self.config.features, self.encoder_.linear, features)
         self.fit_clusters(features)
         return features
 

@@ -41,6 +41,13 @@ def as_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
     )
 
 
+def planned_epochs(config: Config, series: int) -> int:
+    """Passes a job makes over `series` training series: `epochs`, or more when `min_steps`
+    asks for more optimisation steps than `epochs` passes give (small data sets)."""
+    steps_per_epoch = math.ceil(series / config.batch_size)
+    return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+
+
 class TrainingInterrupted(Exception):
     """Raised between two steps when `should_stop` asks; the trainer's state can be saved."""
 
@@ -80,7 +87,8 @@ class Trainer:
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Run the remaining epochs up to `config.epochs`.
+        """Run the remaining epochs up to `planned_epochs` (`config.epochs`, or more to reach
+        `config.min_steps` steps).
 
         Args:
             train: (N, L) cleaned, scaled series, NaN after each series' end.
@@ -92,7 +100,8 @@ class Trainer:
         """
         series = as_tensor(train, self.device)
         valid_series = None if valid is None else as_tensor(valid, self.device)
-        while self.epoch < self.config.epochs:
+        epochs = planned_epochs(self.config, len(train_lengths))
+        while self.epoch < epochs:
             began = time.perf_counter()
             train_loss = self.run_epoch(series, train_lengths, should_stop)
             valid_loss = (
@@ -101,12 +110,12 @@ class Trainer:
             seconds = time.perf_counter() - began
             self.epoch += 1
             self.elapsed += seconds
-            remaining = self.config.epochs - self.epoch
+            remaining = epochs - self.epoch
             if on_epoch is not None:
                 on_epoch(
                     EpochReport(
                         epoch=self.epoch,
-                        epochs=self.config.epochs,
+                        epochs=epochs,
                         train_loss=train_loss,
                         valid_loss=valid_loss,
                         seconds=seconds,

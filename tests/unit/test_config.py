@@ -20,7 +20,9 @@ SPEC_TABLE = {
     "lr": (float, 0.001, "1e-06–1", True),
     "batch-size": (int, 10, "1–4096", True),
     "epochs": (int, 100, "1–10000", True),
+    "min-steps": (int, 0, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
+    "features": (str, "raw", "raw, standardised, whitened", True),
     "seed": (int, 0, "0–2147483647", False),
     "max-clusters": (int, 0, "0–100 (1 is rejected)", False),
 }

@@ -13,7 +13,7 @@ from cnn_kmeans.data import read_channel
 from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.model import CNNKMeans, prepare
-from cnn_kmeans.trainer import Trainer, as_tensor
+from cnn_kmeans.trainer import Trainer, as_tensor, planned_epochs
 from tests.helpers import cylinder_bell_funnel, tiny_config
 
 
@@ -114,6 +114,20 @@ def test_an_epoch_is_ceil_n_over_batch_size_steps(ragged):
     assert int(adam_steps) == 3 * math.ceil(24 / 5)
     assert [r.epoch for r in reports] == [1, 2, 3] and reports[-1].eta == 0.0
     assert all(r.valid_loss is None and r.train_loss > 0 for r in reports)
+
+
+def test_min_steps_adds_passes_until_the_step_budget_is_reached(ragged):
+    values, lengths = prepare(ragged)  # 24 series in batches of 5: 5 steps per pass
+    for epochs, min_steps, passes in ((2, 23, 5), (3, 10, 3), (2, 0, 2)):
+        config = tiny_config(batch_size=5, epochs=epochs, min_steps=min_steps)
+        assert planned_epochs(config, len(lengths)) == passes
+        trainer = Trainer(Encoder.from_config(config), config)
+        reports = []
+        trainer.fit(values, lengths, on_epoch=reports.append)
+        adam_steps = next(iter(trainer.optimizer.state.values()))["step"]
+        assert int(adam_steps) == passes * 5
+        assert [r.epoch for r in reports] == list(range(1, passes + 1))
+        assert {r.epochs for r in reports} == {passes} and reports[-1].eta == 0.0
 
 
 def test_validation_loss_uses_the_same_windows_every_time(ragged):

@@ -1,0 +1,69 @@
+"""Feature preparation before KMeans: the maps, and their folding into the encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_kmeans.clustering import affine_map, fold_into
+from cnn_kmeans.model import CNNKMeans
+from tests.helpers import cylinder_bell_funnel, tiny_config
+
+
+@pytest.fixture(scope="module")
+def features() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    # Correlated features of very different spreads, one of them constant.
+    base = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6)) * [1, 10, 100, 0.1, 1, 5]
+    return np.column_stack([base + 3.0, np.full(200, 7.0)]).astype(np.float32)
+
+
+def test_raw_is_no_map(features):
+    assert affine_map("raw", features) is None
+
+
+def test_standardised_features_have_zero_mean_unit_variance(features):
+    matrix, mean = affine_map("standardised", features)
+    prepared = (features - mean) @ matrix.T
+    np.testing.assert_allclose(prepared.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(prepared[:, :-1].std(axis=0), 1, rtol=1e-5)
+    np.testing.assert_allclose(prepared[:, -1], 0, atol=1e-5)  # constant: centred, not blown up
+
+
+def test_whitened_features_are_uncorrelated_unit_variance_and_keep_90_percent(features):
+    matrix, mean = affine_map("whitened", features)
+    prepared = (features - mean) @ matrix.T
+    count = int((np.abs(matrix).sum(axis=1) > 0).sum())
+    centred = features - features.mean(axis=0)
+    variance = np.linalg.svd(centred, compute_uv=False) ** 2
+    share = np.cumsum(variance) / variance.sum()
+    assert count == int(np.argmax(share >= 0.9)) + 1  # the fewest components reaching 90%
+    covariance = np.cov(prepared[:, :count], rowvar=False)
+    np.testing.assert_allclose(covariance, np.eye(count), atol=1e-4)
+    np.testing.assert_array_equal(prepared[:, count:], 0)
+
+
+def test_folding_into_the_linear_layer_gives_the_prepared_features():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 4)
+    h = torch.randn(50, 5)
+    before = linear(h).detach().numpy()
+    matrix, mean = affine_map("whitened", before)
+    fold_into(linear, matrix, mean)
+    np.testing.assert_allclose(
+        linear(h).detach().numpy(), (before - mean) @ matrix.T, rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("kind", ["standardised", "whitened"])
+def test_a_fitted_model_predicts_in_the_prepared_space(kind):
+    rows, _ = cylinder_bell_funnel(30, seed=3, low=40, high=60)
+    raw = CNNKMeans(tiny_config(epochs=1)).fit(rows)
+    model = CNNKMeans(tiny_config(epochs=1, features=kind)).fit(rows)
+    matrix, mean = affine_map(kind, raw.transform(rows))
+    expected = (raw.transform(rows) - mean) @ matrix.T
+    # Same seed, same training: the prepared model's features are the raw model's, prepared.
+    np.testing.assert_allclose(model.transform(rows), expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(model.labels_, model.predict(rows))
+    assert not np.allclose(model.transform(rows), raw.transform(rows), atol=1e-2)
