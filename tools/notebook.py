@@ -36,7 +36,7 @@ TAGS = (OFFLINE, AWS, INSTALL)
 # are the one distribution `sagemaker` (README, "The notebooks and the SageMaker SDK").
 REQUIREMENTS = {
     "v2": '"sagemaker>=2.190,<3" boto3 numpy matplotlib werkzeug',
-    "v3": '"sagemaker>=3.3,<4" boto3 numpy matplotlib werkzeug',
+    "v3": '"sagemaker>=3.27,<4" boto3 numpy matplotlib werkzeug',
 }
 
 
@@ -398,8 +398,10 @@ CELLS: list[Cell] = [
 
             def invoke(body, content_type="text/csv", accept="text/csv"):
                 \"\"\"The endpoint's answer to one request, as text.\"\"\"
-                response = endpoint.invoke(body=body, content_type=content_type, accept=accept)
-                return response.body.read().decode()
+                answer = endpoint.invoke(body=body, content_type=content_type, accept=accept).body
+                # botocore's stream; already read if the endpoint had a deserializer (ModelBuilder
+                # sets one from a schema_builder, which this notebook does not give).
+                return (answer.read() if hasattr(answer, "read") else answer).decode()
             """,
         },
         defines=("invoke",),
@@ -496,9 +498,11 @@ CELLS: list[Cell] = [
                 output_path=f"s3://{bucket}/{prefix}/transform",
             )
             transformer.transform(
-                f"{data_uri}/inference/input/", content_type="text/csv", split_type="Line"
+                f"{data_uri}/inference/input/",
+                content_type="text/csv",
+                split_type="Line",
+                wait=True,
             )
-            transformer.wait()
             batch_output = S3Downloader.read_file(
                 f"s3://{bucket}/{prefix}/transform/test.csv.out", sagemaker_session=session
             )
