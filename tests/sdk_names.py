@@ -167,6 +167,30 @@ def _member(cls: type, name: str, bound: bool) -> Ref | bool | None:
     return None
 
 
+def _named(target: Ref) -> set[str]:
+    """The parameter names of the target's function, and of the functions of the same name up
+    its class tree (where a `**kwargs` is usually forwarded)."""
+    if target.kind == "class":
+        owner, name = target.value, "__init__"
+    elif target.owner is not None:
+        owner, name = target.owner, target.value.__name__
+    else:
+        return set(inspect.signature(target.value).parameters)
+    names: set[str] = set()
+    for klass in owner.__mro__:
+        function = vars(klass).get(name)
+        if isinstance(function, (staticmethod, classmethod)):
+            function = function.__func__
+        if callable(function):
+            try:
+                names |= set(inspect.signature(function).parameters)
+            except (TypeError, ValueError):
+                continue
+    if target.kind == "class":  # pydantic models and dataclasses: their signature is the fields
+        names |= set(inspect.signature(owner).parameters)
+    return names
+
+
 class Checker:
     """Resolves the names of one notebook's aws cells and checks what it can resolve."""
 
@@ -244,6 +268,11 @@ class Checker:
                 signature.bind(*args, **kwargs)
             except TypeError as error:
                 self.error(node, f"{target.label()}({ast.unparse(node)[:60]}...): {error}")
+            unnamed = sorted(kwargs.keys() - _named(target))
+            if unnamed and any(
+                p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
+            ):  # taken by **kwargs, and no method of that name up the class tree names it
+                self.error(node, f"{target.label()}: no parameter named {unnamed} (only **kwargs)")
         self.checked.append(f"{target.label()}()")
         if target.kind == "class":
             return Ref("instance", function)
