@@ -478,9 +478,8 @@ CELLS: list[Cell] = [
                 accept="text/csv",
                 output_path=f"s3://{bucket}/{prefix}/transform",
             )
-            transformer.transform(
-                f"{data_uri}/inference/input/", content_type="text/csv", split_type="Line"
-            )
+            inputs = f"{data_uri}/inference/input/"
+            transformer.transform(inputs, content_type="text/csv", split_type="Line")
             transformer.wait()
             batch_output = sagemaker.s3.S3Downloader.read_file(
                 f"{transformer.output_path}/test.csv.out", sagemaker_session=session
@@ -497,12 +496,8 @@ CELLS: list[Cell] = [
                 accept="text/csv",
                 output_path=f"s3://{bucket}/{prefix}/transform",
             )
-            transformer.transform(
-                f"{data_uri}/inference/input/",
-                content_type="text/csv",
-                split_type="Line",
-                wait=True,
-            )
+            inputs = f"{data_uri}/inference/input/"
+            transformer.transform(inputs, content_type="text/csv", split_type="Line", wait=True)
             batch_output = S3Downloader.read_file(
                 f"s3://{bucket}/{prefix}/transform/test.csv.out", sagemaker_session=session
             )
@@ -577,14 +572,13 @@ CELLS: list[Cell] = [
             algorithm_estimator.fit(channels)
             """,
             "v3": """
+            s3_output = f"s3://{bucket}/{prefix}/algorithm-output"
             algorithm_trainer = ModelTrainer(
                 algorithm_name=algorithm_arn,  # instead of training_image
                 role=role,
                 compute=Compute(instance_type="ml.m5.xlarge", instance_count=1),
                 hyperparameters={"clusters": 3, "epochs": 25},
-                output_data_config=OutputDataConfig(
-                    s3_output_path=f"s3://{bucket}/{prefix}/algorithm-output"
-                ),
+                output_data_config=OutputDataConfig(s3_output_path=s3_output),
                 sagemaker_session=session,
             )
             algorithm_trainer.train(input_data_config=channels)
