@@ -74,9 +74,11 @@ two images, train on the sample data in `data/`, read the metrics, tune, deploy 
 plot the clusters, run a batch transform and compare it with the endpoint, register the algorithm
 resource and train through it, then clean up.
 
-This notebook uses the SageMaker Python SDK **{sdk}** ({classes}). {other}
-Run it in a fresh environment (a new virtualenv or conda environment, or a new kernel): SDK v2
-and v3 are both the package `sagemaker` and cannot live side by side.
+This notebook uses the SageMaker Python SDK **{sdk}**:
+{classes}.
+{other}
+Run it in a fresh environment (a new virtualenv or conda environment, and a kernel of its own):
+SDK v2 and v3 are both the package `sagemaker` and cannot live side by side.
 
 Run it from the repository root (this notebook's folder) with AWS credentials that may use
 SageMaker, S3 and ECR, and an IAM role SageMaker can assume. Building the images needs Docker and
@@ -100,7 +102,7 @@ CELLS: list[Cell] = [
                 sdk="v2",
                 classes="`Estimator`, `Model`, `Predictor`, `HyperparameterTuner`, "
                 "`Transformer`, `AlgorithmEstimator`",
-                other="`notebook_v3.ipynb` is the same walk-through with SDK v3, the current "
+                other="`notebook_v3.ipynb` is the same walk-through with SDK v3, the current\n"
                 "major version, which has none of these classes.",
             ),
             "v3": INTRO.format(
@@ -523,7 +525,8 @@ CELLS: list[Cell] = [
     with types, ranges and defaults; metrics; channels; instance types; content types) and
     validated offline. From a shell: `cnn-kmeans spec --training-image ... --inference-image ...
     --create`. To list it on AWS Marketplace, add `--validation-role ROLE --validation-data
-    S3_PREFIX_OF_data/` and `--certify-for-marketplace`. {how}
+    S3_PREFIX_OF_data/` and `--certify-for-marketplace`.
+    {how}
     """
             for sdk, how in (
                 ("v2", "SDK v2 trains through it with `AlgorithmEstimator`."),
