@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: venv demo test lint format bench data clean
+.PHONY: venv demo test lint format bench data clean sdk-venvs
 
 venv: $(STAMP)
 
@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/cnn-kmeans predict --model-dir $(DEMO)/model data/inference/input/test.csv \
 		--output $(DEMO)/predictions.csv
 
-test: lint
+test: lint sdk-venvs
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -60,9 +60,24 @@ images:
 smoke:
 	docker/smoke.sh
 
-# Regenerate notebook.ipynb from its generator (the test checks they agree).
+# Regenerate notebook.ipynb (SDK v2) and notebook_v3.ipynb (SDK v3) from their generator (the
+# test checks they agree).
 notebook: venv
-	$(BIN)/python tools/notebook.py notebook.ipynb
+	$(BIN)/python tools/notebook.py notebook.ipynb notebook_v3.ipynb
+
+# The SageMaker Python SDK v2 and v3, each in its own virtualenv (both are the distribution
+# `sagemaker`), every package pinned in tools/sdk/v2.txt and v3.txt so that pip resolves nothing:
+# tests/integration/test_notebook_sdk.py checks each notebook's SDK names and arguments against
+# them. Rebuilt only when a pin file changes (pip's cache makes a rebuild quick).
+SDK_VENVS := runs/sdk-v2/.installed runs/sdk-v3/.installed
+sdk-venvs: $(SDK_VENVS)
+
+runs/sdk-%/.installed: tools/sdk/%.txt
+	rm -rf runs/sdk-$*
+	$(PYTHON) -m venv runs/sdk-$*
+	runs/sdk-$*/bin/python -m pip install --quiet --no-deps --requirement $<
+	runs/sdk-$*/bin/python -m pip check
+	touch $@
 
 # The images' stack (constraints-stack.txt: Python 3.10, torch 2.1.0, numpy 1.26, scikit-learn 1.3)
 # in its own virtualenv, rebuilt only when pyproject.toml or the pins change: the unit tests, the
