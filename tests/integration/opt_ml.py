@@ -19,6 +19,7 @@ def make_job(
     channels: dict[str, dict[str, bytes | str]],
     *,
     checkpoints: bool = False,
+    checkpoint_config: dict[str, str] | None = None,
 ) -> Path:
     """Write input/config/*.json and input/data/<channel>/<file> under root; returns root.
 
@@ -27,6 +28,8 @@ def make_job(
         hyperparameters: name -> value, strings as SageMaker writes them.
         channels: channel -> {relative file path: content}.
         checkpoints: create /opt/ml/checkpoints (SageMaker does when checkpointing is on).
+        checkpoint_config: the job's CheckpointConfig as SageMaker writes it to
+            input/config/checkpointconfig.json ({"LocalPath": ..., "S3Uri": ...}).
     """
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,8 @@ def make_job(
                 path.write_bytes(content)
     if checkpoints:
         (root / "checkpoints").mkdir(exist_ok=True)
+    if checkpoint_config is not None:
+        (config / "checkpointconfig.json").write_text(json.dumps(checkpoint_config))
     return root
 
 

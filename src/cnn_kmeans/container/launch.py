@@ -103,15 +103,21 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
         len(launch.hosts),
         launch.world_size,
     )
-    process = subprocess.Popen(launch.command(), env=dict(environ))
+    process: subprocess.Popen | None = None
     terminated = []
 
     def forward(signum: int, frame: Any) -> None:
         terminated.append(signum)
-        process.send_signal(signal.SIGTERM)
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
 
+    # The handler goes in before torchrun starts, and a SIGTERM that arrives while it starts is
+    # passed on once it runs: no moment in which the signal is dropped.
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        process = subprocess.Popen(launch.command(), env=dict(environ))
+        if terminated:
+            process.send_signal(signal.SIGTERM)
         code = process.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
