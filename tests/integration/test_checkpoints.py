@@ -256,7 +256,7 @@ def test_sigterm_to_pid_1_before_torch_is_imported_stops_the_job(tmp_path):
     # signal sent there from outside unless PID 1 has a handler for it (pid_namespaces(7)).
     root = make_job(tmp_path, HYPERPARAMETERS, CHANNELS, checkpoints=True)
     command = ["unshare", "--pid", "--fork", "--kill-child", "--", *train_command()]
-    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True)
+    probe = subprocess.run([*command[:5], "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create a PID namespace here: {probe.stderr.decode().strip()}")
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(root), "PYTHONUNBUFFERED": "1"}
@@ -282,6 +282,6 @@ def test_sigterm_to_pid_1_before_torch_is_imported_stops_the_job(tmp_path):
             unshare.wait()
     assert unshare.returncode == 143, err
     failure = (root / "output" / "failure").read_text()
-    assert failure.startswith("Training stopped by SIGTERM (stopped by SIGTERM) before it could")
+    assert failure.startswith("Training stopped by SIGTERM during start-up (before training")
     assert "SIGTERM received" in err and "Traceback" not in err
     assert out == "" and not (root / "model" / "config.json").exists()

@@ -73,10 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 job.run(env, stop, checkpoints)
             else:
                 return _supervise(launch_plan, env, layout)
-    except Terminated as error:
+    except Terminated:
         fail(
-            f"Training stopped by SIGTERM ({error}) before it could train; a job restarted with "
-            "the same checkpoint location resumes from the last checkpoint"
+            "Training stopped by SIGTERM during start-up (before training began), so no model "
+            "was written; a job restarted with the same checkpoint location resumes from the "
+            "last checkpoint"
         )
         return EXIT_TERMINATED
     except TrainingInterrupted as error:
