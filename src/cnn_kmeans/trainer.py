@@ -15,7 +15,10 @@ from torch.nn.parallel import DistributedDataParallel
 from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.errors import TrainingInterrupted
 from cnn_kmeans.loss import TripletObjective, Triplets, sample_triplets, triplet_loss
+
+__all__ = ["EpochReport", "Trainer", "TrainingInterrupted", "as_tensor"]
 
 # Validation loss is an average over at most this many anchors, always the same ones.
 MAX_VALIDATION_ANCHORS = 1024
@@ -46,10 +49,6 @@ def planned_epochs(config: Config, series: int) -> int:
     asks for more optimisation steps than `epochs` passes give (small data sets)."""
     steps_per_epoch = math.ceil(series / config.batch_size)
     return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-
-
-class TrainingInterrupted(Exception):
-    """Raised between two steps when `should_stop` asks; the trainer's state can be saved."""
 
 
 class Trainer:
@@ -86,6 +85,7 @@ class Trainer:
         valid_lengths: np.ndarray | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         """Run the remaining epochs up to `planned_epochs` (`config.epochs`, or more to reach
         `config.min_steps` steps).
@@ -97,13 +97,15 @@ class Trainer:
             on_epoch: called after every epoch (progress, metrics, checkpoints).
             should_stop: asked before every step; when it returns True, TrainingInterrupted
                 is raised with the state at that step boundary.
+            on_step: called after every step, at a step boundary (`state_dict` then resumes
+                from the next step): checkpoints between epochs' ends.
         """
         series = as_tensor(train, self.device)
         valid_series = None if valid is None else as_tensor(valid, self.device)
         epochs = planned_epochs(self.config, len(train_lengths))
         while self.epoch < epochs:
             began = time.perf_counter()
-            train_loss = self.run_epoch(series, train_lengths, should_stop)
+            train_loss = self.run_epoch(series, train_lengths, should_stop, on_step)
             valid_loss = (
                 None if valid_series is None else self.validation_loss(valid_series, valid_lengths)
             )
@@ -129,6 +131,7 @@ class Trainer:
         series: torch.Tensor,
         lengths: np.ndarray,
         should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> float:
         """One pass over the series in shuffled batches (continuing an interrupted pass);
         returns the mean loss per anchor."""
@@ -149,6 +152,8 @@ class Trainer:
             self.optimizer.step()
             self.loss_sum += loss.item() * len(self.world.shard(len(anchors)))
             self.step += 1
+            if on_step is not None:
+                on_step()
         (total,) = self.world.sum(self.loss_sum)
         self.order = None
         return total / len(lengths)

@@ -21,6 +21,7 @@ def make_job(
     checkpoints: bool = False,
     input_mode: str = "File",
     distribution: str = "FullyReplicated",
+    checkpoint_config: dict[str, str] | None = None,
 ) -> Path:
     """Write input/config/*.json and input/data/<channel>/<file> under root; returns root.
 
@@ -31,6 +32,8 @@ def make_job(
         checkpoints: create /opt/ml/checkpoints (SageMaker does when checkpointing is on).
         input_mode: every channel's TrainingInputMode (File, FastFile or Pipe).
         distribution: every channel's S3DistributionType (FullyReplicated, ShardedByS3Key).
+        checkpoint_config: the job's CheckpointConfig as SageMaker writes it to
+            input/config/checkpointconfig.json ({"LocalPath": ..., "S3Uri": ...}).
     """
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,8 @@ def make_job(
                 path.write_bytes(content)
     if checkpoints:
         (root / "checkpoints").mkdir(exist_ok=True)
+    if checkpoint_config is not None:
+        (config / "checkpointconfig.json").write_text(json.dumps(checkpoint_config))
     return root
 
 

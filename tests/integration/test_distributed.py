@@ -128,6 +128,11 @@ def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_jo
     straight = two_process_job[0]
     root = make_job(tmp_path, HYPERPARAMETERS, CHANNELS, checkpoints=True)
     done = terminate_after(two_processes(root), root, epochs=3)
+    # Both processes stopped at the same step, fitted KMeans together: a usable model.
+    report = json.loads((root / "output" / "data" / "report.json").read_text())
+    assert report["stopped_early"]["epochs_completed"] == done >= 3
+    assert "a usable model was written" in (root / "output" / "failure").read_text()
+    assert load(root / "model").predict(np.array([[0.0, 1.0, 2.0, 1.0, 0.5]])).shape == (1,)
 
     (root / "output" / "failure").unlink()
     rerun = two_processes(root)

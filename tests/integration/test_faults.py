@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnn_kmeans.container import train
+from cnn_kmeans.container import job, train
 from cnn_kmeans.container.checkpoint import FILE_NAME, Checkpointer
 from cnn_kmeans.errors import ArtifactError, UserError
 from cnn_kmeans.persistence import ENCODER_FILE, load
@@ -171,15 +171,15 @@ def test_a_full_disk_while_writing_the_model_fails_the_job_readably(request, tmp
 
 def test_enospc_anywhere_in_the_job_names_the_file_and_the_fix(tmp_path, monkeypatch):
     # The same fault injected in process, for where no filesystem can be mounted.
-    make_job(tmp_path, {}, {})  # the config files main() reads; run() is replaced below
+    make_job(tmp_path, {}, {})  # the config files main() reads; job.run() is replaced below
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's SIGTERM handler
     written = tmp_path / "model" / "encoder.pt"
 
-    def full(env, stop):
+    def full(env, stop, checkpoints):
         raise OSError(errno.ENOSPC, "No space left on device", str(written))
 
-    monkeypatch.setattr(train, "run", full)
+    monkeypatch.setattr(job, "run", full)
     assert train.main(["train"]) == train.EXIT_USER_ERROR
     failure = (tmp_path / "output" / "failure").read_text()
     assert failure.startswith(f"No space left on device writing {written}: ")

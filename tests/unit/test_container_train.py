@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cnn_kmeans.config import Config
-from cnn_kmeans.container import hyperparameters, train
+from cnn_kmeans.container import hyperparameters, job, train
 from cnn_kmeans.container.metrics import METRICS, emit, metric_definitions
 from cnn_kmeans.errors import UserError
 from tests.integration.opt_ml import make_job
@@ -60,13 +60,13 @@ def test_non_finite_values_are_not_emitted_and_definitions_cover_every_metric():
 def test_a_bug_becomes_an_algorithm_error_with_the_traceback_in_the_log_only(
     tmp_path, monkeypatch, caplog
 ):
-    make_job(tmp_path, {}, {})  # the config files main() reads; run() is replaced below
+    make_job(tmp_path, {}, {})  # the config files main() reads; job.run() is replaced below
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
 
-    def broken(env, stop):
+    def broken(env, stop, checkpoints):
         raise KeyError("boom")
 
-    monkeypatch.setattr(train, "run", broken)
+    monkeypatch.setattr(job, "run", broken)
     assert train.main(["train"]) == train.EXIT_ALGORITHM_ERROR
     failure = (tmp_path / "output" / "failure").read_text()
     assert failure.startswith("Algorithm error: KeyError: 'boom'")

@@ -33,6 +33,39 @@ DLC = {  # §8: the AWS PyTorch 2.1 SageMaker DLCs, by image and device
     },
 }
 SCRIPTS = [REPO / "docker" / "build_push.sh", REPO / "docker" / "smoke.sh"]
+# The DLC registry account of every region, as aws/deep-learning-containers lists it
+# (available_images.md's region table, now docs/reference/region_availability.md), copied here
+# independently of docker/build_push.sh so that a typo in either shows.
+DLC_ACCOUNTS = {
+    **dict.fromkeys(
+        [
+            *("us-east-1", "us-east-2", "us-west-1", "us-west-2", "ap-south-1", "ap-northeast-1"),
+            *("ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "ca-central-1", "eu-central-1"),
+            *("eu-west-1", "eu-west-2", "eu-west-3", "eu-north-1", "sa-east-1"),
+        ],
+        "763104351884",
+    ),
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-east-2": "975050140332",
+    "ap-south-2": "772153158452",
+    "ap-northeast-3": "364406365360",
+    "ap-southeast-3": "907027046896",
+    "ap-southeast-4": "457447274322",
+    "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
+    "ap-southeast-7": "590183813437",
+    "ca-west-1": "204538143572",
+    "eu-central-2": "380420809688",
+    "eu-south-1": "692866216735",
+    "eu-south-2": "503227376785",
+    "il-central-1": "780543022126",
+    "me-central-1": "914824155844",
+    "me-south-1": "217643126080",
+    "mx-central-1": "637423239942",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -73,7 +106,13 @@ def test_hadolint_is_clean(image):
 @pytest.mark.parametrize("image", IMAGES)
 def test_base_images_are_the_pytorch_2_1_dlcs_selected_by_device(image):
     path = IMAGES[image]
-    assert "REGISTRY=763104351884.dkr.ecr.${REGION}.amazonaws.com" in args_of(path, "ARG")
+    args = args_of(path, "ARG")
+    assert args[:4] == [
+        "REGION=us-east-1",
+        f"DLC_ACCOUNT={DLC_ACCOUNTS['us-east-1']}",
+        "DLC_DOMAIN=amazonaws.com",
+        "REGISTRY=${DLC_ACCOUNT}.dkr.ecr.${REGION}.${DLC_DOMAIN}",
+    ]
     assert "DEVICE=cpu" in args_of(path, "ARG")
     froms = args_of(path, "FROM")
     for device, tag in DLC[image].items():
@@ -252,16 +291,21 @@ def test_readme_names_what_exists():
         assert f"docker/{script.name}" in readme
 
 
-def test_build_push_builds_tags_and_pushes_both_images_for_both_devices(tmp_path):
-    # Fake docker and aws that log their arguments: the script's own logic, without either.
-    log = tmp_path / "calls.log"
+def fake_docker_and_aws(folder: Path) -> dict[str, str]:
+    """Fake docker and aws that log their arguments to folder/calls.log; returns the env."""
     for tool, body in {
         "docker": 'echo "docker $*" >> "$LOG"',
         "aws": 'echo "aws $*" >> "$LOG"; [[ "$2" != describe-repositories ]]',
     }.items():
-        (tmp_path / tool).write_text(f"#!/usr/bin/env bash\n{body}\n")
-        (tmp_path / tool).chmod(0o755)
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log)}
+        (folder / tool).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (folder / tool).chmod(0o755)
+    return {"PATH": f"{folder}:/usr/bin:/bin", "LOG": str(folder / "calls.log")}
+
+
+def test_build_push_builds_tags_and_pushes_both_images_for_both_devices(tmp_path):
+    # Fake docker and aws that log their arguments: the script's own logic, without either.
+    env = fake_docker_and_aws(tmp_path)
+    log = tmp_path / "calls.log"
     command = [str(SCRIPTS[0]), "--account", "123456789012", "--region", "eu-west-1"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -284,3 +328,41 @@ def test_build_push_builds_tags_and_pushes_both_images_for_both_devices(tmp_path
     assert [call.split()[-1] for call in calls if call.startswith("docker push")] == images
     created = [call for call in calls if "create-repository" in call]
     assert len(created) == 2  # describe-repositories "failed": both repositories are created
+
+
+@pytest.mark.parametrize("region", DLC_ACCOUNTS)
+def test_build_push_pulls_from_the_regions_dlc_registry_and_pushes_to_its_domain(tmp_path, region):
+    env = fake_docker_and_aws(tmp_path)
+    command = [str(SCRIPTS[0]), "--account", "123456789012", "--region", region, "--devices", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    base = f"{DLC_ACCOUNTS[region]}.dkr.ecr.{region}.{domain}"
+    ours = f"123456789012.dkr.ecr.{region}.{domain}"
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    logins = [call.split()[-1] for call in calls if call.startswith("docker login")]
+    assert logins == [base, ours]
+    builds = [call for call in calls if call.startswith("docker build")]
+    assert len(builds) == 2 and all(f"--build-arg REGISTRY={base} " in b for b in builds)
+    assert all(f"--build-arg REGION={region} " in b for b in builds)
+    assert all(line.startswith(f"{ours}/cnn-kmeans-") for line in result.stdout.split())
+
+
+def test_build_push_refuses_a_region_without_a_known_dlc_registry(tmp_path):
+    env = fake_docker_and_aws(tmp_path)
+    command = [str(SCRIPTS[0]), "--account", "123456789012", "--region", "xx-nowhere-1"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no AWS Deep Learning Containers registry is known for region xx-nowhere-1" in (
+        result.stderr
+    )
+    assert "DLC_ACCOUNT" in result.stderr and not (tmp_path / "calls.log").exists()
+    # an account given for it is used as is
+    result = subprocess.run(
+        command, env={**env, "DLC_ACCOUNT": "111122223333"}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "REGISTRY=111122223333.dkr.ecr.xx-nowhere-1.amazonaws.com "
+        in (tmp_path / "calls.log").read_text()
+    )

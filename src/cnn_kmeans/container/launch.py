@@ -130,6 +130,8 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
     )
     environ, master_addr = dict(environ), "127.0.0.1"
     if launch.multi_host:
+        # Before the forwarding handler: a SIGTERM during this wait (up to 15 minutes) meets the
+        # entrypoint's own handler and stops the job at once.
         addresses = network.wait_for_hosts(launch.hosts, launch.host_wait_seconds)
         master_addr = addresses[launch.hosts[0]]
         settings = network.communication_env(
@@ -145,15 +147,21 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
             " ".join(f"{name}={value}" for name, value in sorted(settings.items())),
         )
         environ |= settings
-    process = subprocess.Popen(launch.command(master_addr), env=environ)
+    process: subprocess.Popen | None = None
     terminated = []
 
     def forward(signum: int, frame: Any) -> None:
         terminated.append(signum)
-        process.send_signal(signal.SIGTERM)
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
 
+    # The handler goes in before torchrun starts, and a SIGTERM that arrives while it starts is
+    # passed on once it runs: no moment in which the signal is dropped.
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        process = subprocess.Popen(launch.command(master_addr), env=environ)
+        if terminated:
+            process.send_signal(signal.SIGTERM)
         code = process.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -3,6 +3,10 @@
 What SageMaker runs as `docker run IMAGE train`: read /opt/ml (root redirected by
 SAGEMAKER_BASE_DIR), train, write the model, the metrics, the report; on any failure exit
 non-zero with the reason in output/failure.
+
+The SIGTERM handler is the first thing `main()` does, and this module imports only the standard
+library and modules that do the same, so that no stop request is lost while torch loads (see
+`stopping.py`): everything heavy is imported after it.
 """
 
 from __future__ import annotations
@@ -10,63 +14,34 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import sys
-import tarfile
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from cnn_kmeans.container import hyperparameters, launch
-from cnn_kmeans.container.checkpoint import Checkpointer
 from cnn_kmeans.container.environment import Layout, TrainingEnvironment, root_from
-from cnn_kmeans.container.metrics import emit
-from cnn_kmeans.container.report import write_report
-from cnn_kmeans.data import read_channel
-from cnn_kmeans.distributed import World
-from cnn_kmeans.errors import UserError
-from cnn_kmeans.model import CNNKMeans, default_device, silhouette
-from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
-from cnn_kmeans.preprocess import inner_gaps
-from cnn_kmeans.trainer import EpochReport, TrainingInterrupted
+from cnn_kmeans.container.stopping import StopFlag, StoppedEarly, Terminated
+from cnn_kmeans.errors import TrainingInterrupted, UserError
+
+if TYPE_CHECKING:
+    from cnn_kmeans.container.checkpoint import CheckpointSettings
+    from cnn_kmeans.container.launch import LaunchPlan
 
 log = logging.getLogger("cnn_kmeans.train")
 
 EXIT_USER_ERROR = 1
 EXIT_ALGORITHM_ERROR = 2
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a process killed by it would report
+# 128 + SIGTERM, what a process killed by it reports. Also the code of a job that SIGTERM
+# stopped after writing a model from the epochs it had: SageMaker gives a stopped job the status
+# Stopped (secondary status MaxRuntimeExceeded or Stopped) whatever the exit code, while
+# outside a stop (a spot interruption, a local run, a pipeline step) 0 would present a model of
+# fewer epochs than asked for as a finished job: the model is written, the code says "stopped".
+EXIT_TERMINATED = 143
 FAILURE_LIMIT = 1024  # SageMaker shows this many characters of output/failure
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived outside the training loop (which stops at a step boundary instead).
-
-    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the job
-    is, it must not be mistaken for an error by a broad `except Exception` on its way up."""
-
-
-class StopFlag:
-    """Set by SIGTERM. While training runs the trainer polls it between steps; otherwise the
-    signal interrupts the job at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.training = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        log.warning("SIGTERM received")
-        if not self.training:
-            raise Terminated("stopped by SIGTERM")
-
-    def is_set(self) -> bool:
-        """Whether a stop was requested."""
-        return self.requested
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job (or, with `worker`, one data-parallel process of it); returns the exit code."""
+    stop = StopFlag().install()  # first: see stopping.py
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["train"]:  # SageMaker passes the literal word; it selects nothing here
         args = args[1:]
@@ -78,27 +53,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     layout = Layout(root_from(os.environ))
-    stop = StopFlag()
-    signal.signal(signal.SIGTERM, stop)
     # Every process of a host sees the same error; the host's first process reports it.
     fail = (lambda message: _fail(layout, message)) if local_leader else (lambda message: None)
     try:
         if args and not worker:
             raise UserError(f"unexpected arguments {args}; the training image takes only 'train'")
         env = TrainingEnvironment.from_toolkit(os.environ)
+        from cnn_kmeans.container import launch
+        from cnn_kmeans.container.checkpoint import CheckpointSettings
+
+        checkpoints = CheckpointSettings.from_job(layout.root, layout.config_dir, env.environ)
         if worker:
-            _run_worker(env, stop)
+            _run_worker(env, stop, checkpoints)
         else:
             launch_plan = launch.plan(env)
             if launch_plan.world_size == 1:
-                run(env, stop)
+                from cnn_kmeans.container import job
+
+                job.run(env, stop, checkpoints)
             else:
                 return _supervise(launch_plan, env, layout)
-    except (Terminated, TrainingInterrupted) as error:
+    except Terminated:
         fail(
-            f"Training stopped by SIGTERM ({error}); a job restarted with the same checkpoint "
-            "location resumes from the last checkpoint"
+            "Training stopped by SIGTERM during start-up (before training began), so no model "
+            "was written; a job restarted with the same checkpoint location resumes from the "
+            "last checkpoint"
         )
+        return EXIT_TERMINATED
+    except TrainingInterrupted as error:
+        fail(_stopped_message(error))
         return EXIT_TERMINATED
     except UserError as error:
         log.error("%s", error)
@@ -115,19 +98,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_worker(env: TrainingEnvironment, stop: StopFlag) -> None:
+def _stopped_message(error: TrainingInterrupted) -> str:
+    if isinstance(error, StoppedEarly):
+        return (
+            f"Training {error}; a usable model was written (KMeans fitted on the encoder at "
+            "that point; report.json says stopped_early). A job restarted with the same "
+            "checkpoint location resumes from the last checkpoint"
+        )
+    return (
+        f"Training stopped by SIGTERM ({error}) before the first epoch ended, so no model was "
+        "written; a job restarted with the same checkpoint location resumes from the last "
+        "checkpoint"
+    )
+
+
+def _run_worker(env: TrainingEnvironment, stop: StopFlag, checkpoints: CheckpointSettings) -> None:
     import torch.distributed as dist
 
+    from cnn_kmeans.container import job, launch
+
     world = launch.join(env.environ)
-    run(env, stop, world)
+    try:
+        job.run(env, stop, checkpoints, world)
+    except StoppedEarly:
+        _leave(world, dist)  # every rank took part in writing the model: leave together
+        raise
+    _leave(world, dist)
+
+
+def _leave(world, dist) -> None:
     # Rank 0 is done writing when everyone passes this barrier: the processes then leave the
     # group together (a rank tearing gloo down alone can abort with SIGABRT).
     world.barrier()
     dist.destroy_process_group()
 
 
-def _supervise(launch_plan: launch.LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # supervise() passes SIGTERM on instead
+def _supervise(launch_plan: LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
+    from cnn_kmeans.container import launch
+
+    # SIGTERM keeps interrupting until supervise() installs its handler, which passes it on.
     code, terminated = launch.supervise(launch_plan, env.environ)
     if code == 0:
         return 0
@@ -156,138 +165,6 @@ def _fail(layout: Layout, message: str) -> None:
         layout.failure_file.write_text(message[:FAILURE_LIMIT] + "\n")
     except OSError:
         log.exception("cannot write %s", layout.failure_file)
-
-
-def run(env: TrainingEnvironment, stop: StopFlag, world: World | None = None) -> None:
-    """Train on the job's channels and write the model, the metrics and the report.
-
-    With a `world` of several processes, every process trains on its shard of each batch and
-    rank 0 alone logs metrics and writes the checkpoint, the model and the report.
-    """
-    layout = env.layout
-    world = world or World(device=default_device())
-    previous = _previous_model(env.channels["model"]) if "model" in env.channels else None
-    if previous is not None:
-        config = hyperparameters.continued(previous.config, env.hyperparameters)
-        model = CNNKMeans(config, world=world)
-        model.scaler_, model.encoder_ = previous.scaler_, previous.encoder_
-        log.info("incremental training: continuing the model of the 'model' channel")
-    else:
-        config = hyperparameters.parse(env.hyperparameters)
-        model = CNNKMeans(config, world=world)
-    if "training" not in env.channels:
-        raise UserError(
-            "the 'training' channel is required: give the job a channel named training with "
-            "CSV files of series (one per line)"
-        )
-    train_raw = read_channel(env.channels["training"])
-    valid_raw = read_channel(env.channels["validation"]) if "validation" in env.channels else None
-    log.info(
-        "%d training series, %d missing cells filled by interpolation%s",
-        len(train_raw),
-        inner_gaps(train_raw),
-        "" if valid_raw is None else f"; {len(valid_raw)} validation series",
-    )
-    training = model.start(train_raw, valid_raw, warm_start=previous is not None)
-
-    checkpointer = None
-    resumed = False
-    if layout.checkpoint_dir.is_dir():
-        checkpointer = Checkpointer(layout.checkpoint_dir, config, model.scaler_)
-        resumed = checkpointer.restore(training.trainer, world)
-        if not world.leader:
-            checkpointer = None  # rank 0 writes the checkpoints
-    history: list[dict[str, Any]] = []
-
-    def on_epoch(report: EpochReport) -> None:
-        if not world.leader:
-            return
-        emit("train_loss", report.train_loss)
-        if report.valid_loss is not None:
-            emit("valid_loss", report.valid_loss)
-        log.info(
-            "epoch %d/%d: %.2f s, elapsed %.1f s, ETA %.1f s",
-            report.epoch,
-            report.epochs,
-            report.seconds,
-            report.elapsed,
-            report.eta,
-        )
-        history.append(
-            {
-                "epoch": report.epoch,
-                "train_loss": report.train_loss,
-                "valid_loss": report.valid_loss,
-            }
-        )
-        if checkpointer is not None:
-            checkpointer.maybe_save(training.trainer)
-
-    stop.training = True
-    try:
-        training.run(on_epoch, should_stop=stop.is_set)
-    except TrainingInterrupted:
-        if checkpointer is not None:
-            checkpointer.save(training.trainer)
-        raise
-    finally:
-        stop.training = False
-    if checkpointer is not None:
-        checkpointer.save(training.trainer)
-
-    features = model.finish(training)
-    if features is None:  # not rank 0: its part is done
-        return
-    scores = {"train_score": silhouette(features, model.labels_, config.seed)}
-    if valid_raw is not None:
-        scores["valid_score"] = model.score(valid_raw)
-    for name, value in scores.items():
-        emit(name, value)
-    save(model, layout.model_dir)
-    log.info("model saved to %s", layout.model_dir)
-    summary = {
-        **model.summary(),
-        **{name: _finite_or_none(value) for name, value in scores.items()},
-        "series": len(train_raw),
-        "hyperparameters": config.to_dict(),
-        "incremental": previous is not None,
-        "resumed_from_checkpoint": resumed,
-        "history": history,
-    }
-    write_report(layout.output_data_dir, summary, model.labels_, training.train, config.seed)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if value == value else None
-
-
-def _previous_model(channel: Path) -> CNNKMeans:
-    """The model of the 'model' channel: a model.tar.gz, or the artifact's files."""
-    if (channel / CONFIG_FILE).is_file():
-        return load(channel)
-    archives = sorted(p for p in channel.rglob("*.tar.gz") if p.is_file())
-    if not archives:
-        raise UserError(
-            f"the 'model' channel ({channel}) holds neither a model.tar.gz nor the model files "
-            f"({', '.join(ARTIFACT_FILES)}); point it at the output of an earlier training job"
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        _extract_artifact(archives[0], Path(folder))
-        return load(folder)
-
-
-def _extract_artifact(archive: Path, target: Path) -> None:
-    # Only the artifact's regular files, by base name: nothing else is written, anywhere.
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                name = Path(member.name).name
-                if member.isfile() and name in ARTIFACT_FILES:
-                    source = tar.extractfile(member)
-                    if source is not None:
-                        (target / name).write_bytes(source.read())
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise UserError(f"{archive} is not a readable model.tar.gz: {error}") from None
 
 
 if __name__ == "__main__":
