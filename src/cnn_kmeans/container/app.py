@@ -16,8 +16,18 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from cnn_kmeans.container import inference
-from cnn_kmeans.container.codecs import PayloadTooLarge, check_content_type, negotiate
-from cnn_kmeans.container.environment import DEFAULT_MAX_PAYLOAD_MB, ServingSettings
+from cnn_kmeans.container.codecs import (
+    PayloadTooLarge,
+    ResponseTooLarge,
+    check_content_type,
+    negotiate,
+)
+from cnn_kmeans.container.environment import (
+    DEFAULT_MAX_PAYLOAD_MB,
+    MAX_RESPONSE_ENV,
+    ServingSettings,
+)
+from cnn_kmeans.container.worker import InferenceGate
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.model import CNNKMeans
 
@@ -30,10 +40,17 @@ _DRAIN_BYTES = 128 << 20
 _DRAIN_SECONDS = 5.0
 
 
-def create_app(model: CNNKMeans, settings: ServingSettings) -> Flask:
-    """The WSGI app serving `model` with the limits and defaults of `settings`."""
+def create_app(
+    model: CNNKMeans, settings: ServingSettings, gate: InferenceGate | None = None
+) -> Flask:
+    """The WSGI app serving `model` with the limits and defaults of `settings`.
+
+    `gate` is the worker's (`InferenceWorker.gate`): one inference at a time, while other
+    threads answer `/ping`. Without one (tests, other servers) the app makes its own.
+    """
     app = Flask(__name__)
     limit = settings.max_payload_bytes
+    gate = gate or InferenceGate()
     parameters = {
         "MaxConcurrentTransforms": settings.workers,
         "BatchStrategy": "MULTI_RECORD",
@@ -57,10 +74,14 @@ def create_app(model: CNNKMeans, settings: ServingSettings) -> Flask:
         # Headers are checked before the body is read: a wrong request costs no upload.
         negotiate(accept, settings.output)
         check_content_type(content_type)
+        # The body is read outside the gate: a slow upload does not hold up inference.
         body = _read_body(request.content_length, request.stream, limit)
-        data = inference.input_fn(body, content_type)
-        prediction = inference.predict_fn(data, model)
-        payload, media_type = inference.output_fn(prediction, accept, settings.output)
+        with gate.inference():
+            data = inference.input_fn(body, content_type)
+            del body
+            prediction = inference.predict_fn(data, model)
+            payload, media_type = inference.output_fn(prediction, accept, settings.output)
+        _check_response(len(payload), len(prediction.labels), settings.max_response_bytes)
         return Response(payload, mimetype=media_type)
 
     @app.errorhandler(UserError)
@@ -110,6 +131,19 @@ def _too_large(size: str, limit: int) -> str:
     return (
         f"request body of {size} is above the limit of {limit} bytes "
         f"({limit / 2**20:g} MB); send fewer rows per request"
+    )
+
+
+def _check_response(size: int, rows: int, limit: int | None) -> None:
+    """Refuse (413) an answer above the response limit, which SageMaker would not deliver."""
+    if limit is None or size <= limit:
+        return
+    fitting = max(1, rows * limit // size)
+    raise ResponseTooLarge(
+        f"the response to these {rows} rows would be {size} bytes, above the limit of {limit} "
+        f"bytes ({limit / 2**20:g} MB) of a real-time endpoint's answer; ask for the labels "
+        f"only (Accept: text/csv;output=labels) or send fewer rows per request (about {fitting} "
+        f"of these fit); {MAX_RESPONSE_ENV} sets the limit (0: none, for asynchronous endpoints)"
     )
 
 

@@ -1,0 +1,83 @@
+"""The gunicorn worker of the model server: threads for health checks, one inference at a time.
+
+SageMaker gives `/ping` 2 seconds, also while batch transform keeps every worker busy with
+multi-second requests (`MaxConcurrentTransforms` = workers). A sync worker serves one request at
+a time, so its `/ping` waited behind the inference. This worker is gunicorn's threaded worker
+(`gthread`) with three changes, so that it keeps what the sync worker did right:
+
+- **One inference at a time** (`InferenceGate`): a free thread answers `/ping` and
+  `/execution-parameters` at once, while the CPU or GPU work of `/invocations` stays serialised,
+  with the torch threads of the worker's share of the cores, as before.
+- **`timeout` bounds each inference**, as gunicorn's sync worker bounds each request: the
+  heartbeat the arbiter checks stops at the start of the running inference, so one that runs
+  longer than `timeout` gets the worker killed and replaced (gthread alone heartbeats from its
+  main loop, which never blocks, so a stuck inference would never be noticed).
+- **Idle workers get the work**: every worker polls the shared socket, and a busy worker's main
+  thread is free to accept, so work would pile up behind one inference while another worker
+  idles. A worker with a request in progress waits `ACCEPT_DEFERRAL_S` before accepting, so an
+  idle worker takes the connection first; when every worker is busy, the connection (often a
+  ping) is accepted that much later. Requests are counted from their acceptance (gthread's
+  `nr_conns`; without keep-alive one connection is one request): counting them only once the app
+  sees them let one worker accept two requests that arrived together (measured: the second
+  worker stayed idle).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+# Long enough for an idle worker (woken by the same connection) to accept first on a loaded
+# machine, short against the 2 s ping budget.
+ACCEPT_DEFERRAL_S = 0.2
+
+
+class InferenceGate:
+    """Serialises inference in one worker process; tells the heartbeat when the running began."""
+
+    def __init__(self) -> None:
+        self._inference = threading.Lock()
+        self.running_since: float | None = None  # time.monotonic() at the running inference's start
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Around the CPU/GPU work of one request: waits for the previous one to finish."""
+        with self._inference:
+            self.running_since = time.monotonic()
+            try:
+                yield
+            finally:
+                self.running_since = None
+
+
+class InferenceWorker(ThreadWorker):
+    """gunicorn's gthread worker with an `InferenceGate` (see the module docstring).
+
+    Configured by `worker_class = "cnn_kmeans.container.worker.InferenceWorker"`; the app finds
+    the gate as `worker.gate` (the `post_fork` hook hands it over).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = InferenceGate()
+
+    def notify(self) -> None:
+        """Heartbeat; during an inference, dated back to its start."""
+        super().notify()
+        started = self.gate.running_since
+        if started is not None:
+            # In the heartbeat's own clock (whichever gunicorn uses): now minus the elapsed time.
+            stamp = self.tmp.last_update() - (time.monotonic() - started)
+            os.utime(self.tmp.fileno(), (stamp, stamp))
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection; a busy worker first leaves it to an idle one."""
+        if self.nr_conns:
+            time.sleep(ACCEPT_DEFERRAL_S)
+        super().accept(listener)
