@@ -71,16 +71,16 @@ class ModelServer(BaseApplication):
             "proc_name": "cnn-kmeans",
             "errorlog": "-",
             "loglevel": "info",
+            # gunicorn >= 25.1.0 opens a control socket (`gunicorn.ctl`, its changelog: "Control
+            # Interface (gunicornc)", PR #3505): servers sharing a folder would clash, and the
+            # container needs none. pyproject pins the major version that has this setting.
+            "control_socket_disable": True,
             "pre_fork": self._pre_fork,
             "post_fork": self._post_fork,
         }
         if os.path.isdir("/dev/shm"):
             # Heartbeat files in memory: a slow container disk cannot stall workers into timeouts.
             options["worker_tmp_dir"] = "/dev/shm"
-        if "control_socket_disable" in self.cfg.settings:
-            # gunicorn >= 25.1.0 (its changelog: "Control Interface (gunicornc)", PR #3505)
-            # opens a control socket, `gunicorn.ctl`; servers sharing a folder would clash.
-            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
 
