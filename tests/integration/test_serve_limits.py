@@ -19,6 +19,7 @@ from benchmarks.soak_serve import worker_pids
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.persistence import save
 from tests.helpers import cylinder_bell_funnel, tiny_config
+from tests.integration.test_reliability_serve import raw_request, read_answer
 from tests.integration.test_serve import (
     LIMIT,
     ROWS,
@@ -130,6 +131,12 @@ def test_sagemaker_model_server_timeout_reaches_gunicorn(request, root):
     }
     server = start(request, root, "timeout", **env)
     (first,) = worker_pids(server.process.pid)
+    with raw_request(server.port, 10_000) as stalled:
+        stalled.sendall(b"1,2,3\n4,")  # and then nothing, for longer than the timeout
+        began = time.monotonic()
+        status, answer = read_answer(stalled)
+    assert status == 408 and b"stopped arriving" in answer  # and its thread is free again
+    assert time.monotonic() - began < timeout + 5
     time.sleep(timeout + 2)  # idle for longer than the timeout: an idle worker is kept
     assert server.post(csv(ROWS[:3])).status_code == 200
     assert worker_pids(server.process.pid) == [first]

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from cnn_kmeans.container import inference
 from cnn_kmeans.container.codecs import (
     PayloadTooLarge,
+    RequestError,
     ResponseTooLarge,
     check_content_type,
     negotiate,
@@ -38,6 +39,12 @@ _CHUNK = 1 << 20
 # bounds, so that a client still sending gets the 413 rather than a connection reset.
 _DRAIN_BYTES = 128 << 20
 _DRAIN_SECONDS = 5.0
+
+
+class BodyTimeout(RequestError):
+    """The client stopped sending the body it announced."""
+
+    status = 408
 
 
 def create_app(
@@ -74,8 +81,18 @@ def create_app(
         # Headers are checked before the body is read: a wrong request costs no upload.
         negotiate(accept, settings.output)
         check_content_type(content_type)
-        # The body is read outside the gate: a slow upload does not hold up inference.
-        body = _read_body(request.content_length, request.stream, limit)
+        # The body is read outside the gate: a slow upload does not hold up inference. A client
+        # that stops sending holds this thread for `timeout` seconds at most (then a 408).
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(settings.timeout)
+        try:
+            body = _read_body(request.content_length, request.stream, limit)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body stopped arriving (nothing for {settings.timeout} s); "
+                "send the whole body at once"
+            ) from None
         with gate.inference():
             data = inference.input_fn(body, content_type)
             del body
