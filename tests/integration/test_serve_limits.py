@@ -21,7 +21,6 @@ from cnn_kmeans.persistence import save
 from tests.helpers import cylinder_bell_funnel, tiny_config
 from tests.integration.test_reliability_serve import raw_request, read_answer
 from tests.integration.test_serve import (
-    LIMIT,
     ROWS,
     SERVE,
     Server,
@@ -32,13 +31,14 @@ from tests.integration.test_serve import (
 )
 
 WORKERS = 2
+PAYLOAD_MB = 12
 PING_BUDGET_S = 2.0  # SageMaker's: a container must answer /ping within 2 seconds
 LABELS = "text/csv;output=labels"  # small answers: the time goes into the inference
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    """/opt/ml with a model whose 6 MiB request takes seconds on one core."""
+    """/opt/ml with a model whose 12 MiB request takes seconds on one core."""
     root = tmp_path_factory.mktemp("opt_ml")
     rows, _ = cylinder_bell_funnel(60, seed=11, low=20, high=60)
     config = tiny_config(epochs=1, filters=32, blocks=4)
@@ -60,8 +60,13 @@ def start(request, root: Path, name: str, **env: str) -> Server:
 
 @pytest.fixture(scope="module")
 def endpoint(request, root) -> Server:
-    """A real-time endpoint's server (no SAGEMAKER_BATCH), 2 workers, a 0.1 MB response limit."""
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(WORKERS), "CNN_KMEANS_MAX_RESPONSE_MB": "0.1"}
+    """A real-time endpoint's server (no SAGEMAKER_BATCH): 2 workers, a 12 MB request limit (a
+    maximum-size request keeps a worker busy for seconds), a 0.1 MB response limit."""
+    env = {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(WORKERS),
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB),
+        "CNN_KMEANS_MAX_RESPONSE_MB": "0.1",
+    }
     return start(request, root, "endpoint", **env)
 
 
@@ -74,7 +79,7 @@ def cpu_seconds(pid: int) -> float:
 def test_ping_answers_within_2_s_while_every_worker_is_busy_with_a_maximum_size_request(
     endpoint,
 ):
-    body, rows = sized_body(LIMIT)  # the largest request the server accepts
+    body, rows = sized_body(PAYLOAD_MB * 2**20)  # the largest request the server accepts
     answers: dict[int, tuple[float, float, int, int]] = {}
 
     def invoke(i: int) -> None:

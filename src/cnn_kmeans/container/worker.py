@@ -14,12 +14,12 @@ a time, so its `/ping` waited behind the inference. This worker is gunicorn's th
   main loop, which never blocks, so a stuck inference would never be noticed).
 - **Idle workers get the work**: every worker polls the shared socket, and a busy worker's main
   thread is free to accept, so work would pile up behind one inference while another worker
-  idles. A worker with a request in progress waits `ACCEPT_DEFERRAL_S` before accepting, so an
-  idle worker takes the connection first; when every worker is busy, the connection (often a
-  ping) is accepted that much later. Requests are counted from their acceptance (gthread's
-  `nr_conns`; without keep-alive one connection is one request): counting them only once the app
-  sees them let one worker accept two requests that arrived together (measured: the second
-  worker stayed idle).
+  idles. A worker waits `ACCEPT_DEFERRAL_S` per request it has in progress before accepting, so
+  an idle worker takes a new connection first, else the least busy one; when every worker is
+  busy, the connection (often a ping) is accepted that much later. Requests are counted from
+  their acceptance (gthread's `nr_conns`; without keep-alive one connection is one request):
+  counting them only once the app saw them let one worker take two requests that arrived
+  together while the other stayed idle (measured).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-# Long enough for an idle worker (woken by the same connection) to accept first on a loaded
-# machine, short against the 2 s ping budget.
-ACCEPT_DEFERRAL_S = 0.2
+# Per request in progress: long enough for an idle worker (woken by the same connection) to
+# accept first on a loaded machine, short against the 2 s ping budget and a request's latency.
+ACCEPT_DEFERRAL_S = 0.05
+MAX_DEFERRAL_S = 0.5
 
 
 class InferenceGate:
@@ -77,7 +78,7 @@ class InferenceWorker(ThreadWorker):
             os.utime(self.tmp.fileno(), (stamp, stamp))
 
     def accept(self, listener: Any) -> None:
-        """Accept a connection; a busy worker first leaves it to an idle one."""
+        """Accept a connection; a busy worker first leaves it to an idle or less busy one."""
         if self.nr_conns:
-            time.sleep(ACCEPT_DEFERRAL_S)
+            time.sleep(min(MAX_DEFERRAL_S, ACCEPT_DEFERRAL_S * self.nr_conns))
         super().accept(listener)
