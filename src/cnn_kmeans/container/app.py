@@ -93,13 +93,16 @@ def create_app(
                 f"the request body stopped arriving (nothing for {settings.timeout} s); "
                 "send the whole body at once"
             ) from None
-        with gate.inference():
-            data = inference.input_fn(body, content_type)
-            del body
-            prediction = inference.predict_fn(data, model)
-            payload, media_type = inference.output_fn(prediction, accept, settings.output)
-        _check_response(len(payload), len(prediction.labels), settings.max_response_bytes)
+        payload, media_type, rows = gate.run(_infer, body, content_type, accept)
+        _check_response(len(payload), rows, settings.max_response_bytes)
         return Response(payload, mimetype=media_type)
+
+    def _infer(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str, int]:
+        """Decode, predict, encode: the CPU/GPU work, on the worker's inference thread."""
+        data = inference.input_fn(body, content_type)
+        prediction = inference.predict_fn(data, model)
+        payload, media_type = inference.output_fn(prediction, accept, settings.output)
+        return payload, media_type, len(prediction.labels)
 
     @app.errorhandler(UserError)
     def user_error(error: UserError) -> Response:
