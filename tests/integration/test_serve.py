@@ -119,8 +119,12 @@ def server(request, root) -> Server:
 
 @pytest.fixture(scope="module")
 def batch_server(request, root) -> Server:
-    """The entrypoint as in batch transform: a 20 MB limit and labels-only output."""
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}
+    """The entrypoint as in batch transform: SAGEMAKER_BATCH, a 20 MB limit, labels-only output."""
+    env = {
+        "SAGEMAKER_BATCH": "true",  # what SageMaker sets in a transform job's container
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
+    }
     return start(request, root, SERVE, "batch", CNN_KMEANS_OUTPUT="labels", **env)
 
 
@@ -345,6 +349,45 @@ def test_batch_transform_multi_record_bodies_above_6_mb(batch_server, model):
     params = requests.get(f"{batch_server.url}/execution-parameters", timeout=5).json()
     assert params["MaxConcurrentTransforms"] == 1 and params["BatchStrategy"] == "MULTI_RECORD"
     assert batch_server.post(sized_body(20 * 2**20 + 1)[0]).status_code == 413
+
+
+def mini_batches(data: bytes, max_payload: int) -> list[bytes]:
+    """A file's records as batch transform sends them with SplitType=Line and MultiRecord: split
+    at newlines, consecutive whole records (with their newlines) up to max_payload bytes each."""
+    batches, current = [], b""
+    for record in data.splitlines(keepends=True):
+        if current and len(current) + len(record) > max_payload:
+            batches.append(current)
+            current = b""
+        current += record
+    return [*batches, current]
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_batch_transform_json_documents_one_per_line_give_one_line_each(
+    batch_server, final_newline
+):
+    instances = [[float(c) if c else None for c in row] for row in ROWS]
+    documents = [
+        {"instances": instances[i : i + 1 + i % 3]} if i % 2 else instances[i : i + 1]
+        for i in range(len(instances) - 3)
+    ]
+    data = "\n".join(json.dumps(document) for document in documents).encode()
+    data += b"\n" if final_newline else b""
+    headers = {"Accept": JSON}
+    out = b""  # AssembleWith=Line: the answers, one after the other, each ending in a newline
+    for body in mini_batches(data, 2000):
+        answer = batch_server.post(body, JSON, **headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.content.count(b"\n") == body.count(b"\n") + (not body.endswith(b"\n"))
+        out += answer.content
+    lines = out.decode().splitlines()
+    assert len(lines) == len(documents) and out.endswith(b"\n")
+    for document, line in zip(documents, lines, strict=True):
+        alone = batch_server.post(json.dumps(document), JSON, **headers).json()
+        assert json.loads(line) == alone  # CNN_KMEANS_OUTPUT=labels: exact
+        rows = document["instances"] if isinstance(document, dict) else document
+        assert len(alone["predictions"]) == len(rows)
 
 
 def test_accept_output_overrides_cnn_kmeans_output(batch_server, model):

@@ -17,6 +17,7 @@ from cnn_kmeans.container.codecs import (
     ResponseChoice,
     UnsupportedContentType,
     check_content_type,
+    decode_batch,
     decode_request,
     encode_response,
     negotiate,
@@ -84,6 +85,48 @@ def test_json_instances_bare_lists_and_features_objects():
     ):
         decoded = decode_request(json.dumps(document).encode(), "application/json")
         np.testing.assert_array_equal(decoded, EXPECTED)
+
+
+def test_json_documents_one_per_line_keep_their_rows_apart():
+    """Batch transform's MultiRecord body: input lines joined by newlines, one document each."""
+    lines = [b'{"instances": [[1, 2, 3], [4, null, 6]]}', b"[[7]]", b'[{"features": [8, 9]}]']
+    for body in (b"\n".join(lines), b"\n".join(lines) + b"\n", b"\r\n".join(lines) + b"\r\n"):
+        batch = decode_batch(body, JSON)
+        assert batch.documents == (2, 1, 1)
+        np.testing.assert_array_equal(batch.values[:3], EXPECTED)
+        np.testing.assert_array_equal(batch.values[3], [8, 9, NAN])
+    pretty = json.dumps({"instances": [[1, 2, 3], [4, None, 6], [7]]}, indent=2).encode()
+    one = decode_batch(pretty, JSON)  # one document over many lines is one document
+    assert one.documents is None
+    np.testing.assert_array_equal(one.values, EXPECTED)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[[1]]\n\n[[2]]\n", "line 2, column 1: blank line"),
+        (b"[[1]] [[2]]\n", "line 1, column 6: invalid JSON: more data after the document"),
+        (b"[[1]]\n[[2],]\n", r"line 2, column \d+: invalid JSON"),
+        (b'[[1]]\n[[2]]\n{"instances": [[1, "x"]]}\n', "line 3: instance 1, value 2: not a"),
+        (b"[[1]]\n[1, 2]\n", "line 2: instance 1: expected an array of numbers"),
+        (b"[[1]]\n{}\n", 'line 2: expected {"instances"'),
+    ],
+)
+def test_json_document_errors_name_the_line(body, message):
+    with pytest.raises(UserError, match=message):
+        decode_batch(body, JSON)
+
+
+def test_a_json_answer_is_one_line_per_document():
+    choice = ResponseChoice(JSON, "labels")
+    body = encode_response(LABELS, None, choice, documents=(2, 1)).decode()
+    assert body.splitlines() == [
+        '{"predictions": [{"label": 2}, {"label": 0}]}',
+        '{"predictions": [{"label": 1}]}',
+    ]
+    assert body.endswith("\n") and encode_response(LABELS, None, choice).count(b"\n") == 1
+    csv = encode_response(LABELS, None, ResponseChoice(CSV, "labels"), documents=(2, 1))
+    assert csv == b"2\n0\n1\n"  # CSV and JSON Lines: one line per series, documents or not
 
 
 def test_json_lines_one_array_per_line():

@@ -186,3 +186,99 @@ def test_serving_settings_the_app_relies_on(tmp_path):
     for bad in ("-1", "nan", "inf", "six"):
         with pytest.raises(UserError, match="SAGEMAKER_MAX_PAYLOAD_IN_MB"):
             ServingSettings.from_environ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": bad})
+        with pytest.raises(UserError, match="CNN_KMEANS_MAX_RESPONSE_MB"):
+            ServingSettings.from_environ({"CNN_KMEANS_MAX_RESPONSE_MB": bad})
+
+
+def test_real_time_and_batch_transform_defaults(tmp_path):
+    # A real-time endpoint: InvokeEndpoint waits 60 s and takes at most 6 MiB back.
+    realtime = ServingSettings.from_environ({}, cpus=2)
+    assert not realtime.batch and realtime.timeout == 60
+    assert realtime.max_response_bytes == 6 * 2**20
+    # Batch transform (SageMaker sets SAGEMAKER_BATCH=true): long requests, any response size.
+    batch = ServingSettings.from_environ({"SAGEMAKER_BATCH": "true"}, cpus=2)
+    assert batch.batch and batch.timeout == 600 and batch.max_response_bytes is None
+    # Asynchronous and serverless endpoints look like real-time ones: their users set these.
+    asynchronous = ServingSettings.from_environ(
+        {
+            "CNN_KMEANS_MAX_RESPONSE_MB": "0",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024",
+        },
+        cpus=2,
+    )
+    assert asynchronous.max_response_bytes is None and asynchronous.timeout == 3600
+    assert asynchronous.max_payload_bytes == 2**30
+    serverless = ServingSettings.from_environ({"CNN_KMEANS_MAX_RESPONSE_MB": "4"}, cpus=2)
+    assert serverless.max_response_bytes == 4 * 2**20
+    capped = ServingSettings.from_environ(
+        {"SAGEMAKER_BATCH": "true", "CNN_KMEANS_MAX_RESPONSE_MB": "6"}, cpus=2
+    )
+    assert capped.max_response_bytes == 6 * 2**20  # what the user sets wins
+
+
+@pytest.fixture(scope="module")
+def wide_model(rows) -> CNNKMeans:
+    """A model with the default 320 features: its answers are far larger than its requests."""
+    return CNNKMeans(tiny_config(epochs=1, output_size=320), torch.device("cpu")).fit(rows)
+
+
+def test_a_real_time_response_above_6_mb_is_a_413_saying_what_to_ask_for(wide_model, rows):
+    body = csv_body(rows * 34)  # 2,040 short rows: 0.3 MB in, about 7 MB of features out
+    realtime = create_app(wide_model, ServingSettings.from_environ({}, cpus=1)).test_client()
+    answer = realtime.post("/invocations", data=body, headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 413
+    text = answer.get_data(as_text=True)
+    assert "above the limit of 6291456 bytes" in text, text
+    assert "Accept: text/csv;output=labels" in text and "send fewer rows" in text
+    fitting = int(text.split("about ")[1].split()[0])
+    assert 0.8 * 6 * 2**20 < fitting * 321 * 11 < 1.2 * 6 * 2**20  # about 11 bytes a number
+
+    labels = realtime.post(
+        "/invocations",
+        data=body,
+        headers={"Content-Type": "text/csv", "Accept": "text/csv;output=labels"},
+    )
+    assert labels.status_code == 200 and len(labels.data.splitlines()) == len(rows) * 34
+    batch = ServingSettings.from_environ({"SAGEMAKER_BATCH": "true"}, cpus=1)
+    answer = (
+        create_app(wide_model, batch)
+        .test_client()
+        .post("/invocations", data=body, headers={"Content-Type": "text/csv"})
+    )
+    assert answer.status_code == 200 and len(answer.data) > 6 * 2**20
+
+
+def test_json_documents_one_per_line_are_answered_one_line_each(model, rows):
+    """A batch transform MultiRecord body of application/json records (one document a line)."""
+    documents = [
+        {"instances": [row.tolist() for row in rows[0:3]]},
+        [rows[3].tolist()],
+        {"instances": [{"features": rows[4].tolist()}, rows[5].tolist()]},
+    ]
+    lines = [json.dumps(document).replace("NaN", "null") for document in documents]
+    client = create_app(model, ServingSettings.from_environ({}, cpus=1)).test_client()
+    alone = [
+        client.post(
+            "/invocations",
+            data=line,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        ).get_json()
+        for line in lines
+    ]
+    for body in ("\n".join(lines), "\n".join(lines) + "\n", "\r\n".join(lines)):
+        answer = client.post(
+            "/invocations",
+            data=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        out = answer.get_data(as_text=True)
+        assert out.endswith("\n") and out.count("\n") == len(lines)
+        answers = [json.loads(line) for line in out.splitlines()]
+        for got, expected in zip(answers, alone, strict=True):
+            got, expected = got["predictions"], expected["predictions"]
+            assert [r["label"] for r in got] == [r["label"] for r in expected]
+            assert_same_features(
+                np.array([r["features"] for r in got]), np.array([r["features"] for r in expected])
+            )

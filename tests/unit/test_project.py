@@ -105,3 +105,27 @@ def test_readme_content_type_tables_list_exactly_what_the_server_speaks():
     assert tables["| Accept (response) | body |"] == RESPONSE_CONTENT_TYPES
     for output in OUTPUT_CHOICES:
         assert f"`{output}`" in readme
+
+
+def test_readme_serving_settings_table_lists_the_variables_the_server_reads():
+    import inspect
+
+    from cnn_kmeans.container import environment
+    from cnn_kmeans.container.environment import ServingSettings
+    from cnn_kmeans.errors import UserError
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| variable | default | |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    listed = {row.split(" | ")[0].strip("|` ") for row in table.splitlines()}
+    source = inspect.getsource(ServingSettings.from_environ)
+    read = set(re.findall(r"\b(?:SAGEMAKER|CNN_KMEANS)_[A-Z_]+\b", source))
+    read |= {environment.MAX_RESPONSE_ENV, environment.BATCH_ENV}
+    # The port and the batch flag are SageMaker's to set; the text describes them.
+    assert listed == read - {"SAGEMAKER_BIND_TO_PORT", environment.BATCH_ENV}
+    for name in listed:  # each is really read: a bad value is refused by name
+        try:
+            ServingSettings.from_environ({name: "bogus"})
+        except UserError as error:
+            assert name in str(error)
+        else:
+            raise AssertionError(f"{name}=bogus was accepted")

@@ -16,8 +16,19 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from cnn_kmeans.container import inference
-from cnn_kmeans.container.codecs import PayloadTooLarge, check_content_type, negotiate
-from cnn_kmeans.container.environment import DEFAULT_MAX_PAYLOAD_MB, ServingSettings
+from cnn_kmeans.container.codecs import (
+    PayloadTooLarge,
+    RequestError,
+    ResponseTooLarge,
+    check_content_type,
+    negotiate,
+)
+from cnn_kmeans.container.environment import (
+    DEFAULT_MAX_PAYLOAD_MB,
+    MAX_RESPONSE_ENV,
+    ServingSettings,
+)
+from cnn_kmeans.container.worker import InferenceGate
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.model import CNNKMeans
 
@@ -30,10 +41,23 @@ _DRAIN_BYTES = 128 << 20
 _DRAIN_SECONDS = 5.0
 
 
-def create_app(model: CNNKMeans, settings: ServingSettings) -> Flask:
-    """The WSGI app serving `model` with the limits and defaults of `settings`."""
+class BodyTimeout(RequestError):
+    """The client stopped sending the body it announced."""
+
+    status = 408
+
+
+def create_app(
+    model: CNNKMeans, settings: ServingSettings, gate: InferenceGate | None = None
+) -> Flask:
+    """The WSGI app serving `model` with the limits and defaults of `settings`.
+
+    `gate` is the worker's (`InferenceWorker.gate`): one inference at a time, while other
+    threads answer `/ping`. Without one (tests, other servers) the app makes its own.
+    """
     app = Flask(__name__)
     limit = settings.max_payload_bytes
+    gate = gate or InferenceGate()
     parameters = {
         "MaxConcurrentTransforms": settings.workers,
         "BatchStrategy": "MULTI_RECORD",
@@ -57,11 +81,28 @@ def create_app(model: CNNKMeans, settings: ServingSettings) -> Flask:
         # Headers are checked before the body is read: a wrong request costs no upload.
         negotiate(accept, settings.output)
         check_content_type(content_type)
-        body = _read_body(request.content_length, request.stream, limit)
+        # The body is read outside the gate: a slow upload does not hold up inference. A client
+        # that stops sending holds this thread for `timeout` seconds at most (then a 408).
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(settings.timeout)
+        try:
+            body = _read_body(request.content_length, request.stream, limit)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body stopped arriving (nothing for {settings.timeout} s); "
+                "send the whole body at once"
+            ) from None
+        payload, media_type, rows = gate.run(_infer, body, content_type, accept)
+        _check_response(len(payload), rows, settings.max_response_bytes)
+        return Response(payload, mimetype=media_type)
+
+    def _infer(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str, int]:
+        """Decode, predict, encode: the CPU/GPU work, on the worker's inference thread."""
         data = inference.input_fn(body, content_type)
         prediction = inference.predict_fn(data, model)
         payload, media_type = inference.output_fn(prediction, accept, settings.output)
-        return Response(payload, mimetype=media_type)
+        return payload, media_type, len(prediction.labels)
 
     @app.errorhandler(UserError)
     def user_error(error: UserError) -> Response:
@@ -110,6 +151,19 @@ def _too_large(size: str, limit: int) -> str:
     return (
         f"request body of {size} is above the limit of {limit} bytes "
         f"({limit / 2**20:g} MB); send fewer rows per request"
+    )
+
+
+def _check_response(size: int, rows: int, limit: int | None) -> None:
+    """Refuse (413) an answer above the response limit, which SageMaker would not deliver."""
+    if limit is None or size <= limit:
+        return
+    fitting = max(1, rows * limit // size)
+    raise ResponseTooLarge(
+        f"the response to these {rows} rows would be {size} bytes, above the limit of {limit} "
+        f"bytes ({limit / 2**20:g} MB) of a real-time endpoint's answer; ask for the labels "
+        f"only (Accept: text/csv;output=labels) or send fewer rows per request (about {fitting} "
+        f"of these fit); {MAX_RESPONSE_ENV} sets the limit (0: none, for asynchronous endpoints)"
     )
 
 

@@ -3,12 +3,21 @@
 `REQUEST_CONTENT_TYPES` and `RESPONSE_CONTENT_TYPES` are the one declaration of what the server
 speaks; the README table and the CreateAlgorithm spec derive from them. Decoded requests are
 NaN-padded (N, L) float32 arrays, one row per input record, in input order.
+
+An `application/json` body may hold several JSON documents, one per line: batch transform with
+`SplitType=Line` and `BatchStrategy=MultiRecord` sends the lines of an input file, records split
+"on a newline character boundary" (TransformInput.SplitType, SageMaker API reference), as one
+body. Each document is then answered on its own line (`Batch.documents`), so that the `.out`
+file of `AssembleWith=Line` ("a newline character at the end of every transformed record") keeps
+one line per input line.
 """
 
 from __future__ import annotations
 
 import codecs as text_codecs
+import itertools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +53,12 @@ class PayloadTooLarge(RequestError):
     status = 413
 
 
+class ResponseTooLarge(RequestError):
+    """The answer would be above the response size limit (the body was read whole)."""
+
+    status = 413
+
+
 class UnsupportedContentType(RequestError):
     """The Content-Type (or its charset) is not one the server decodes."""
 
@@ -64,6 +79,19 @@ class ResponseChoice:
     output: str
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A decoded request: raw series (N, L) float32, NaN for missing cells and padding.
+
+    `documents` is the number of rows of each JSON document of a multi-document
+    `application/json` body (one per line, as batch transform sends them), in order; None for
+    any other body, which is answered as one document.
+    """
+
+    values: np.ndarray
+    documents: tuple[int, ...] | None = None
+
+
 # -- requests ------------------------------------------------------------------------------------
 
 
@@ -76,11 +104,19 @@ def decode_request(body: bytes, content_type: str | None) -> np.ndarray:
         UnsupportedContentType: For a type or charset that is not supported (415).
         UserError: For a malformed body; the message names the line (or record) and column.
     """
+    return decode_batch(body, content_type).values
+
+
+def decode_batch(body: bytes, content_type: str | None) -> Batch:
+    """`decode_request`, keeping the rows of each document of a multi-document JSON body."""
     media_type, charset = check_content_type(content_type)
     if media_type == CSV and charset == "utf-8":
         # UTF-8 bytes go to the parser as they are: it reports bad bytes by line and column.
-        return parse_csv(body, source=SOURCE, skip_blank_lines=False)
-    return _DECODERS[media_type](_text(body, charset))
+        return Batch(parse_csv(body, source=SOURCE, skip_blank_lines=False))
+    text = _text(body, charset)
+    if media_type == JSON:
+        return _decode_json(text)
+    return Batch(_DECODERS[media_type](text))
 
 
 def check_content_type(content_type: str | None) -> tuple[str, str]:
@@ -133,15 +169,73 @@ def _text(body: bytes, codec: str) -> str:
         ) from None
 
 
-def _decode_json(text: str) -> np.ndarray:
-    document = _load_json(text, SOURCE)
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _decode_json(text: str) -> Batch:
+    """One JSON document, or several, one per line (batch transform's MultiRecord)."""
+    documents = _json_documents(text)
+    if len(documents) == 1:
+        return Batch(_instances(documents[0][0], SOURCE))
+    arrays = [_instances(document, f"{SOURCE}: line {line}") for document, line in documents]
+    width = max(array.shape[1] for array in arrays)
+    values = np.full((sum(len(array) for array in arrays), width), np.nan, dtype=np.float32)
+    row = 0
+    for array in arrays:
+        values[row : row + len(array), : array.shape[1]] = array
+        row += len(array)
+    return Batch(values, tuple(len(array) for array in arrays))
+
+
+def _json_documents(text: str) -> list[tuple[Any, int]]:
+    """The JSON documents of text with the line each starts on; each further one on a new line.
+
+    A blank line between documents is an error, as in CSV and JSON Lines bodies: skipping it
+    would misalign output lines with input lines.
+    """
+    decoder = json.JSONDecoder(parse_int=_parse_int)
+    documents: list[tuple[Any, int]] = []
+    position, line = _JSON_SPACE.match(text).end(), 1
+    line += text.count("\n", 0, position)
+    while True:
+        try:
+            document, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{SOURCE}: line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+            ) from None
+        except RecursionError:
+            raise UserError(f"{SOURCE}: line {line}: invalid JSON: nested too deeply") from None
+        documents.append((document, line))
+        line += text.count("\n", position, end)
+        position = _JSON_SPACE.match(text, end).end()
+        if position == len(text):
+            return documents
+        gap = text.count("\n", end, position)
+        if gap == 0:
+            column = end - text.rfind("\n", 0, end)
+            raise UserError(
+                f"{SOURCE}: line {line}, column {column}: invalid JSON: more data after the "
+                "document; send one JSON document, or one per line"
+            )
+        if gap > 1:
+            raise UserError(
+                f"{SOURCE}: line {line + 1}, column 1: blank line; remove it, every line must "
+                "hold one JSON document so output lines match input lines"
+            )
+        line += gap
+
+
+def _instances(document: Any, where: str) -> np.ndarray:
+    """The series of one JSON request document as NaN-padded (N, L) float32."""
     if isinstance(document, dict) and "instances" in document:
         document = document["instances"]
     if not isinstance(document, list):
         raise UserError(
-            f'{SOURCE}: expected {{"instances": [[...], ...]}} or a list of lists of numbers'
+            f'{where}: expected {{"instances": [[...], ...]}} or a list of lists of numbers '
+            "(for one series per line, send application/jsonlines)"
         )
-    return _to_array(document, "instance")
+    return _to_array(document, "instance", where)
 
 
 def _decode_jsonlines(text: str) -> np.ndarray:
@@ -161,7 +255,6 @@ def _decode_jsonlines(text: str) -> np.ndarray:
 
 _DECODERS: dict[str, Callable[[str], np.ndarray]] = {
     CSV: lambda text: parse_csv(text, source=SOURCE, skip_blank_lines=False),
-    JSON: _decode_json,
     JSONLINES: _decode_jsonlines,
 }
 
@@ -182,16 +275,16 @@ def _parse_int(text: str) -> int | float:
     return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
 
 
-def _to_array(records: list, unit: str) -> np.ndarray:
+def _to_array(records: list, unit: str, source: str = SOURCE) -> np.ndarray:
     """Validate JSON records into NaN-padded (N, L) float32; errors name the `unit` and value.
 
     A record is an array of numbers (null for missing) or SageMaker's `{"features": [...]}`.
     """
     if not records:
-        raise UserError(f"{SOURCE}: no records; send at least one series")
+        raise UserError(f"{source}: no records; send at least one series")
     arrays = []
     for i, row in enumerate(records, 1):
-        where = f"{SOURCE}: {unit} {i}"
+        where = f"{source}: {unit} {i}"
         if isinstance(row, dict) and isinstance(row.get("features"), list):
             row = row["features"]
         if not isinstance(row, list):
@@ -287,13 +380,21 @@ def _specific(media_range: str) -> int:
     return 2 - media_range.count("*")
 
 
-def encode_response(labels: np.ndarray, values: np.ndarray | None, choice: ResponseChoice) -> bytes:
+def encode_response(
+    labels: np.ndarray,
+    values: np.ndarray | None,
+    choice: ResponseChoice,
+    documents: tuple[int, ...] | None = None,
+) -> bytes:
     """One record per row, in order: the label and, unless values is None, the values.
 
     Args:
         labels: (N,) integer cluster labels.
         values: (N, D) features or (N, k) distances, named by `choice.output`; None for labels.
         choice: the negotiated media type and output.
+        documents: rows per request document (`Batch.documents`): a JSON answer is then one
+            `{"predictions": [...]}` line per document. CSV and JSON Lines answers are one line
+            per row whatever the documents.
     """
     if choice.media_type == CSV:
         return format_csv(labels, values).encode()
@@ -309,5 +410,9 @@ def encode_response(labels: np.ndarray, values: np.ndarray | None, choice: Respo
             for label, row in zip(np.asarray(labels).tolist(), rows, strict=True)
         ]
     if choice.media_type == JSON:
-        return ('{"predictions": [' + ", ".join(records) + "]}").encode()
+        bounds = np.cumsum((0, *(documents or (len(records),)))).tolist()
+        return "".join(
+            '{"predictions": [' + ", ".join(records[start:end]) + "]}\n"
+            for start, end in itertools.pairwise(bounds)
+        ).encode()
     return "".join(record + "\n" for record in records).encode()

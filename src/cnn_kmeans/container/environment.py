@@ -20,10 +20,26 @@ DEFAULT_ROOT = Path("/opt/ml")
 OUTPUT_CHOICES = ("features", "labels", "distances")
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 UNLIMITED_PAYLOAD_MB = 100.0  # the largest MaxPayloadInMB batch transform accepts
-DEFAULT_TIMEOUT_S = 600
 # What the reader handles: files on a file system, copied (File) or mounted from S3 (FastFile,
 # read-only). Pipe mode streams through FIFOs the reader does not read.
 FILE_INPUT_MODES = ("File", "FastFile")
+# Real-time endpoints wait 60 s for an answer (InvokeEndpoint's limit; the inference toolkit's
+# default SAGEMAKER_MODEL_SERVER_TIMEOUT is 60 too); batch transform waits longer for large
+# mini-batches.
+REALTIME_TIMEOUT_S = 60
+BATCH_TIMEOUT_S = 600
+# InvokeEndpoint refuses a response body above 6 MB (botocore's service model: sagemaker-runtime
+# InvokeEndpoint output Body, max 6291456 bytes = 6 MiB); serverless endpoints allow 4 MB.
+REALTIME_MAX_RESPONSE_MB = 6.0
+# SageMaker sets SAGEMAKER_BATCH=true in a batch transform's container ("Use your own inference
+# code with batch transform", https://docs.aws.amazon.com/sagemaker/latest/dg/
+# your-algorithms-batch-code.html; the same page names SAGEMAKER_MAX_PAYLOAD_IN_MB,
+# SAGEMAKER_BATCH_STRATEGY and SAGEMAKER_MAX_CONCURRENT_TRANSFORMS, set only when the job sets
+# them). Nothing documented tells an asynchronous or a serverless endpoint from a real-time one:
+# they get the real-time defaults, and their users set CNN_KMEANS_MAX_RESPONSE_MB (0 for
+# asynchronous endpoints, 4 for serverless ones) and SAGEMAKER_MODEL_SERVER_TIMEOUT.
+BATCH_ENV = "SAGEMAKER_BATCH"
+MAX_RESPONSE_ENV = "CNN_KMEANS_MAX_RESPONSE_MB"
 
 
 def root_from(environ: Mapping[str, str]) -> Path:
@@ -157,8 +173,10 @@ class ServingSettings:
     layout: Layout
     port: int = 8080
     workers: int = 1
-    timeout: int = DEFAULT_TIMEOUT_S
+    timeout: int = REALTIME_TIMEOUT_S
     max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB
+    max_response_mb: float = REALTIME_MAX_RESPONSE_MB  # 0: no limit
+    batch: bool = False
     output: str = "features"
     threads_per_worker: int = 1
     model_dir: Path | None = None
@@ -173,40 +191,58 @@ class ServingSettings:
         """The request size limit in bytes (SageMaker's MB are MiB)."""
         return int(self.max_payload_mb * 1024 * 1024)
 
+    @property
+    def max_response_bytes(self) -> int | None:
+        """The response size limit in bytes; None when responses are not limited."""
+        return int(self.max_response_mb * 1024 * 1024) if self.max_response_mb else None
+
     @classmethod
     def from_environ(
         cls, environ: Mapping[str, str], *, cpus: int | None = None, gpus: int = 0
     ) -> ServingSettings:
         """Read `SAGEMAKER_BIND_TO_PORT`, `SAGEMAKER_MODEL_SERVER_WORKERS` (default: one per
-        GPU, else one per CPU), `SAGEMAKER_MODEL_SERVER_TIMEOUT`, `SAGEMAKER_MAX_PAYLOAD_IN_MB`
-        and `CNN_KMEANS_OUTPUT`; torch threads per worker so workers x threads <= cores."""
+        GPU, else one per CPU), `SAGEMAKER_MODEL_SERVER_TIMEOUT` (default 60 s, 600 s in batch
+        transform), `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `CNN_KMEANS_MAX_RESPONSE_MB` (default 6, no
+        limit in batch transform), `CNN_KMEANS_OUTPUT` and `SAGEMAKER_BATCH`; torch threads per
+        worker so workers x threads <= cores."""
         cpus = cpus or os.cpu_count() or 1
+        batch = environ.get(BATCH_ENV, "").strip().lower() == "true"
         workers = _positive_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else cpus)
         output = environ.get("CNN_KMEANS_OUTPUT", "features").strip().lower() or "features"
         if output not in OUTPUT_CHOICES:
             raise UserError(
                 f"CNN_KMEANS_OUTPUT={output!r} is not one of {', '.join(OUTPUT_CHOICES)}"
             )
-        max_payload = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB")
-        try:
-            max_payload_mb = float(max_payload) if max_payload else DEFAULT_MAX_PAYLOAD_MB
-        except ValueError:
-            max_payload_mb = -1.0
-        if not 0 <= max_payload_mb < float("inf"):
-            raise UserError(
-                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload!r} must be a number of MB, 0 or more"
-            )
+        max_payload_mb = _megabytes(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
         # Batch transform's 0 means "no limit" (chunked streaming): cap it at its own maximum.
         max_payload_mb = max_payload_mb or UNLIMITED_PAYLOAD_MB
+        # Batch transform writes responses to S3, whatever their size; 0 means no limit.
+        max_response_mb = _megabytes(
+            environ, MAX_RESPONSE_ENV, 0.0 if batch else REALTIME_MAX_RESPONSE_MB
+        )
+        timeout = BATCH_TIMEOUT_S if batch else REALTIME_TIMEOUT_S
         return cls(
             layout=Layout(root_from(environ)),
             port=_positive_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=workers,
-            timeout=_positive_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_S),
+            timeout=_positive_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", timeout),
             max_payload_mb=max_payload_mb,
+            max_response_mb=max_response_mb,
+            batch=batch,
             output=output,
             threads_per_worker=max(1, cpus // workers),
         )
+
+
+def _megabytes(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name)
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UserError(f"{name}={text!r} must be a number of MB, 0 or more")
+    return value
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

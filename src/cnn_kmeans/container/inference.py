@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per input row, in order: labels (N,) int64, features (N, D) and distances (N, k) float32."""
+    """Per input row, in order: labels (N,) int64, features (N, D) and distances (N, k) float32.
+
+    `documents`: the request's rows per JSON document (`codecs.Batch.documents`), or None.
+    """
 
     labels: np.ndarray
     features: np.ndarray
     distances: np.ndarray
+    documents: tuple[int, ...] | None = None
 
 
 def model_fn(model_dir: str | os.PathLike, device: torch.device | None = None) -> CNNKMeans:
@@ -47,22 +51,24 @@ def model_fn(model_dir: str | os.PathLike, device: torch.device | None = None) -
     return model
 
 
-def input_fn(body: bytes, content_type: str | None) -> np.ndarray:
+def input_fn(body: bytes, content_type: str | None) -> codecs.Batch:
     """Decode a request body into raw series (N, L) float32 (NaN: missing or padding).
 
     Raises:
         UserError: A malformed body (400); its subclasses for an unsupported type (415).
     """
-    return codecs.decode_request(body, content_type)
+    return codecs.decode_batch(body, content_type)
 
 
-def predict_fn(data: np.ndarray, model: CNNKMeans) -> Prediction:
+def predict_fn(data: codecs.Batch | np.ndarray, model: CNNKMeans) -> Prediction:
     """Labels, features and centroid distances of every row of data (N, L).
 
     The model encodes the whole request in length-bucketed batches under inference mode; rows
-    never go through the encoder one at a time.
+    never go through the encoder one at a time. A multi-document JSON body is encoded as one
+    batch too; its documents are only split again in `output_fn`.
     """
-    features = model.transform(data)
+    batch = data if isinstance(data, codecs.Batch) else codecs.Batch(data)
+    features = model.transform(batch.values)
     finite = np.isfinite(features).all(axis=1)
     if not finite.all():
         # Values of extreme magnitude can overflow the encoder: tell the user which row.
@@ -72,7 +78,7 @@ def predict_fn(data: np.ndarray, model: CNNKMeans) -> Prediction:
             "this model, rescale the series to smaller magnitudes"
         )
     labels, distances = model.assign(features)
-    return Prediction(labels=labels, features=features, distances=distances)
+    return Prediction(labels, features, distances, batch.documents)
 
 
 def output_fn(
@@ -94,4 +100,5 @@ def output_fn(
         "distances": prediction.distances,
         "labels": None,
     }[choice.output]
-    return codecs.encode_response(prediction.labels, values, choice), choice.media_type
+    body = codecs.encode_response(prediction.labels, values, choice, prediction.documents)
+    return body, choice.media_type

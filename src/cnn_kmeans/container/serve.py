@@ -4,8 +4,10 @@
 
 Settings are read once, in `main()`, from the SageMaker variables (`SAGEMAKER_BIND_TO_PORT`,
 `SAGEMAKER_MODEL_SERVER_WORKERS`, `SAGEMAKER_MODEL_SERVER_TIMEOUT`, `SAGEMAKER_MAX_PAYLOAD_IN_MB`,
-`CNN_KMEANS_OUTPUT`, `SAGEMAKER_BASE_DIR`); the flags override them for local runs. The artifact is
-loaded once in the master to fail fast with a clear message, then once per worker at its start.
+`CNN_KMEANS_MAX_RESPONSE_MB`, `CNN_KMEANS_OUTPUT`, `SAGEMAKER_BATCH`, `SAGEMAKER_BASE_DIR`); the
+flags override them for local runs. The artifact is loaded once in the master to fail fast with a
+clear message, then once per worker at its start. The workers are `worker.InferenceWorker`:
+threads answer `/ping` while an inference runs, inferences run one at a time per worker.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ from gunicorn.app.base import BaseApplication
 from cnn_kmeans.container import inference
 from cnn_kmeans.container.app import create_app
 from cnn_kmeans.container.environment import ServingSettings
+from cnn_kmeans.container.worker import InferenceGate
 from cnn_kmeans.errors import UserError
 
 log = logging.getLogger("cnn_kmeans.serve")
 
 # SIGTERM: workers finish their request within this, so the server is down within 30 s.
 GRACEFUL_TIMEOUT_S = 25
+# Threads per worker: one inference at a time, the others answer /ping and
+# /execution-parameters meanwhile, or read the body of the next request (so a worker holds at
+# most this many request bodies). Batch transform sends as many concurrent requests as there are
+# workers (MaxConcurrentTransforms) and idle workers accept first (worker.ACCEPT_DEFERRAL_S), so
+# two threads would do; four leave room for a worker that got two of them.
+THREADS_PER_WORKER = 4
+WORKER_CLASS = "cnn_kmeans.container.worker.InferenceWorker"
 
 
 class ModelServer(BaseApplication):
@@ -41,6 +51,7 @@ class ModelServer(BaseApplication):
         self.settings = settings
         self.gpus = gpus
         self.device = torch.device("cpu")
+        self.gate: InferenceGate | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -48,23 +59,28 @@ class ModelServer(BaseApplication):
         options: dict[str, Any] = {
             "bind": f"{settings.host}:{settings.port}",
             "workers": settings.workers,
-            # One request at a time per worker: inference is CPU/GPU-bound, and an idle worker is
-            # the only one that accepts, so concurrent requests spread over all workers.
-            "worker_class": "sync",
+            "worker_class": WORKER_CLASS,
+            "threads": THREADS_PER_WORKER,
+            # No keep-alive, as with sync workers: a kept connection would tie a client's next
+            # requests to one worker while others idle.
+            "keepalive": 0,
+            # With InferenceWorker: the longest one inference may run before its worker is
+            # replaced.
             "timeout": settings.timeout,
             "graceful_timeout": GRACEFUL_TIMEOUT_S,
             "proc_name": "cnn-kmeans",
             "errorlog": "-",
             "loglevel": "info",
+            # gunicorn >= 25.1.0 opens a control socket (`gunicorn.ctl`, its changelog: "Control
+            # Interface (gunicornc)", PR #3505): servers sharing a folder would clash, and the
+            # container needs none. pyproject pins the major version that has this setting.
+            "control_socket_disable": True,
             "pre_fork": self._pre_fork,
             "post_fork": self._post_fork,
         }
         if os.path.isdir("/dev/shm"):
             # Heartbeat files in memory: a slow container disk cannot stall workers into timeouts.
             options["worker_tmp_dir"] = "/dev/shm"
-        if "control_socket_disable" in self.cfg.settings:
-            # gunicorn >= 24 opens a control socket in $HOME; servers sharing a home would clash.
-            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -78,6 +94,7 @@ class ModelServer(BaseApplication):
         """In the new worker, before it loads the app."""
         gpu = getattr(worker, "cnn_kmeans_gpu", None)
         self.device = torch.device("cuda", gpu) if gpu is not None else torch.device("cpu")
+        self.gate = worker.gate
 
     def load(self) -> Any:
         """Runs in each worker at boot, before it accepts requests."""
@@ -86,7 +103,7 @@ class ModelServer(BaseApplication):
         log.info(
             "worker ready: %d torch thread(s), device %s", torch.get_num_threads(), self.device
         )
-        return create_app(model, self.settings)
+        return create_app(model, self.settings, self.gate)
 
 
 def check_model(settings: ServingSettings) -> None:
@@ -102,15 +119,17 @@ def run(settings: ServingSettings, gpus: int = 0) -> None:
     """Check the model, then run gunicorn until it is stopped (SIGTERM: graceful)."""
     check_model(settings)
     log.info(
-        "serving %s on %s:%d: %d worker(s) x %d torch thread(s), timeout %d s, "
-        "max payload %g MB, default output %s",
+        "serving %s on %s:%d%s: %d worker(s) x %d torch thread(s), timeout %d s, "
+        "max payload %g MB, max response %s, default output %s",
         settings.model_dir,
         settings.host,
         settings.port,
+        " for batch transform" if settings.batch else "",
         settings.workers,
         settings.threads_per_worker,
         settings.timeout,
         settings.max_payload_mb,
+        f"{settings.max_response_mb:g} MB" if settings.max_response_mb else "unlimited",
         settings.output,
     )
     ModelServer(settings, gpus).run()
