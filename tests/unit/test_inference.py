@@ -171,7 +171,16 @@ def test_advertised_payload_is_never_above_the_limit(model, tmp_path):
         app = create_app(model, settings(tmp_path, max_payload_mb=mb))
         return app.test_client().get("/execution-parameters").get_json()["MaxPayloadInMB"]
 
-    assert [advertised(mb) for mb in (100, 6, 2.5, 0.5)] == [6, 6, 2, 1]
+    limits = (100, 6, 2.5, 1.5, 1)
+    assert [advertised(mb) for mb in limits] == [6, 6, 2, 1, 1]
+    assert all(advertised(mb) <= mb for mb in limits)
+
+
+@pytest.mark.parametrize("text", ["0.5", "0.999"])
+def test_a_payload_limit_batch_transform_cannot_be_told_refuses_to_start(text, tmp_path):
+    environ = {"SAGEMAKER_BASE_DIR": str(tmp_path), "SAGEMAKER_MAX_PAYLOAD_IN_MB": text}
+    with pytest.raises(UserError, match=r"below 1 MB.*set 1 or more"):
+        ServingSettings.from_environ(environ, cpus=2)
 
 
 def test_serving_settings_the_app_relies_on(tmp_path):

@@ -214,6 +214,15 @@ class ServingSettings:
                 f"CNN_KMEANS_OUTPUT={output!r} is not one of {', '.join(OUTPUT_CHOICES)}"
             )
         max_payload_mb = _megabytes(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
+        if 0 < max_payload_mb < 1:
+            # /execution-parameters advertises MaxPayloadInMB in whole MB of at least 1 (0 means
+            # "no limit" to batch transform): a smaller limit cannot be advertised, and
+            # advertising 1 MB would invite requests the server refuses.
+            raise UserError(
+                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload_mb:g} is below 1 MB, which batch "
+                "transform's MaxPayloadInMB (whole MB) cannot express; set 1 or more, or 0 for "
+                f"no limit (then {UNLIMITED_PAYLOAD_MB:g} MB, batch transform's maximum)"
+            )
         # Batch transform's 0 means "no limit" (chunked streaming): cap it at its own maximum.
         max_payload_mb = max_payload_mb or UNLIMITED_PAYLOAD_MB
         # Batch transform writes responses to S3, whatever their size; 0 means no limit.
