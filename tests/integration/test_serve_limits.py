@@ -46,6 +46,17 @@ def root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def slow_root(tmp_path_factory) -> Path:
+    """/opt/ml with a model ~10x slower than `root`'s: a 20 MiB request outlasts a 3 s timeout
+    many times over also on a quiet machine, where `root`'s took about 3.5 s (a race)."""
+    root = tmp_path_factory.mktemp("opt_ml_slow")
+    rows, _ = cylinder_bell_funnel(60, seed=11, low=20, high=60)
+    config = tiny_config(epochs=1, filters=96, blocks=8)
+    save(CNNKMeans(config, torch.device("cpu")).fit(rows), root / "model")
+    return root
+
+
 def start(request, root: Path, name: str, **env: str) -> Server:
     port = free_port()
     server = Server(SERVE, environment(root, port, **env), port, root.parent / f"{name}.log")
@@ -126,7 +137,7 @@ def test_a_response_above_the_limit_gets_413_saying_what_to_ask_for(endpoint):
     assert endpoint.worker_boots() == WORKERS
 
 
-def test_sagemaker_model_server_timeout_reaches_gunicorn(request, root):
+def test_sagemaker_model_server_timeout_reaches_gunicorn(request, slow_root):
     """An inference longer than SAGEMAKER_MODEL_SERVER_TIMEOUT gets its worker replaced."""
     timeout = 3
     env = {
@@ -134,7 +145,7 @@ def test_sagemaker_model_server_timeout_reaches_gunicorn(request, root):
         "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
         "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
     }
-    server = start(request, root, "timeout", **env)
+    server = start(request, slow_root, "timeout", **env)
     (first,) = worker_pids(server.process.pid)
     with raw_request(server.port, 10_000) as stalled:
         stalled.sendall(b"1,2,3\n4,")  # and then nothing, for longer than the timeout
@@ -146,7 +157,9 @@ def test_sagemaker_model_server_timeout_reaches_gunicorn(request, root):
     assert server.post(csv(ROWS[:3])).status_code == 200
     assert worker_pids(server.process.pid) == [first]
 
-    body, _ = sized_body(20 * 2**20)  # tens of seconds of inference on this model
+    body, _ = sized_body(
+        20 * 2**20
+    )  # tens of seconds of inference on this model, quiet machine too
     began = time.monotonic()
     try:
         status = server.post(body, Accept=LABELS).status_code
