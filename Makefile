@@ -81,8 +81,8 @@ runs/sdk-%/.installed: tools/sdk/%.txt
 
 # The images' stack (constraints-stack.txt: Python 3.10, torch 2.1.0, numpy 1.26, scikit-learn 1.3)
 # in its own virtualenv, rebuilt only when pyproject.toml or the pins change: the unit tests, the
-# training (one host, two processes, two hosts), serving and CLI tests, and a model saved on each stack predicted on the other
-# (tests/integration/test_stack.py). CI runs it after `make test`.
+# training (one host, two processes, two hosts), serving and CLI tests, and a model saved on each
+# stack predicted on the other (tests/integration/test_stack.py). CI runs it after `make test`.
 STACK_VENV ?= runs/venv-stack
 STACK_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10.*/bin/python) \
 	$(shell command -v python3.10))
