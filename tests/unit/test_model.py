@@ -104,6 +104,49 @@ def test_max_clusters_sweeps_k_and_keeps_the_best_silhouette(ragged):
     assert model.summary()["clusters"] == best["k"]
 
 
+def _planted_groups(k: int, per: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """k groups of series far apart (levels 20 apart, a frequency each), lengths 30-59."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for group in range(k):
+        for _ in range(per):
+            t = np.arange(int(rng.integers(30, 60)))
+            wave = np.sin(t * (group + 1) * 0.3) + rng.normal(0, 0.1, len(t))
+            rows.append((20.0 * group + wave).astype(np.float32))
+            labels.append(group)
+    return rows, np.array(labels)
+
+
+def _reference_silhouette(features: np.ndarray, labels: np.ndarray) -> float:
+    """Rousseeuw's silhouette from its definition: mean of (b - a) / max(a, b) over points."""
+    distances = np.sqrt(((features[:, None, :] - features[None, :, :]) ** 2).sum(-1))
+    scores = []
+    for i, own in enumerate(labels):
+        same = (labels == own) & (np.arange(len(labels)) != i)
+        if not same.any():  # a singleton's silhouette is 0
+            scores.append(0.0)
+            continue
+        a = distances[i, same].mean()
+        b = min(distances[i, labels == other].mean() for other in set(labels) - {own})
+        scores.append((b - a) / max(a, b))
+    return float(np.mean(scores))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_max_clusters_finds_a_planted_k(seed):
+    rows, planted = _planted_groups(4, 10, seed)
+    model = CNNKMeans(tiny_config(epochs=1, max_clusters=7, seed=seed)).fit(rows)
+    assert model.n_clusters_ == 4
+    # The groups themselves, whatever the label numbers.
+    pairs = set(zip(planted.tolist(), model.labels_.tolist(), strict=True))
+    assert len(pairs) == 4
+    # The sweep's score of the chosen k is the silhouette of those clusters, computed apart.
+    chosen = next(row for row in model.sweep_ if row["k"] == 4)
+    reference = _reference_silhouette(model.transform(rows).astype(np.float64), model.labels_)
+    assert chosen["silhouette"] == pytest.approx(reference, abs=1e-5)
+    assert all(row["silhouette"] < chosen["silhouette"] for row in model.sweep_ if row["k"] != 4)
+
+
 def test_an_epoch_is_ceil_n_over_batch_size_steps(ragged):
     config = tiny_config(batch_size=5, epochs=3)
     values, lengths = prepare(ragged)
