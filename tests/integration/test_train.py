@@ -28,9 +28,9 @@ VALID_CSV = (DATA / "validation" / "valid.csv").read_text()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def small_csv(count: int = 30, seed: int = 0) -> str:
+def small_csv(count: int = 30, seed: int = 0, scale: float = 1.0, offset: float = 0.0) -> str:
     rows, _ = cylinder_bell_funnel(count, seed=seed, low=20, high=40)
-    return "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in rows)
+    return "".join(",".join(f"{v * scale + offset:.4f}" for v in row) + "\n" for row in rows)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,23 @@ def test_incremental_training_continues_from_the_given_weights(tmp_path, full_jo
     from_scratch = metric_values(first.stdout)["train_loss"][0]  # same seed, same data
     assert continued < from_scratch
     assert load(root / "model").config.blocks == 2  # the previous architecture is kept
+
+    # Other data (another level and spread): the model's scaler is kept, not refitted, so that
+    # the continued encoder sees inputs scaled as it was trained to.
+    other = make_job(
+        tmp_path / "other",
+        {"epochs": "1", "clusters": "3"},
+        {
+            "training": {"t.csv": small_csv(30, 3, scale=50.0, offset=200.0)},
+            "model": channels["model"],
+        },
+    )
+    assert run_job(other).returncode == 0
+    kept, before = (
+        load(other / "model").scaler_.to_dict(),
+        load(previous / "model").scaler_.to_dict(),
+    )
+    assert kept == before
 
     clash = make_job(tmp_path / "clash", {"epochs": "1", "filters": "16"}, channels)
     result = run_job(clash)
