@@ -168,16 +168,22 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
     return code, bool(terminated)
 
 
+def device_and_backend(local_rank: int, cuda: bool) -> tuple[torch.device, str]:
+    """A worker's device and process-group backend: its own GPU and NCCL, else the CPU and gloo.
+
+    torchrun starts one process per GPU (`plan`), so LOCAL_RANK is the GPU's index.
+    """
+    if cuda:
+        return torch.device("cuda", local_rank), "nccl"
+    return torch.device("cpu"), "gloo"
+
+
 def join(environ: Mapping[str, str]) -> World:
     """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
     import torch.distributed as dist
 
-    local_rank = int(environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    device, backend = device_and_backend(int(environ["LOCAL_RANK"]), torch.cuda.is_available())
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     return World(rank=dist.get_rank(), size=dist.get_world_size(), device=device)
