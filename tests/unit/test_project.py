@@ -129,3 +129,21 @@ def test_readme_serving_settings_table_lists_the_variables_the_server_reads():
             assert name in str(error)
         else:
             raise AssertionError(f"{name}=bogus was accepted")
+
+
+def test_benchmarks_md_is_the_report_of_the_committed_quality_records(monkeypatch):
+    """BENCHMARKS.md is generated: regenerating it from the committed records gives the same
+    text, so a hand edit (or a record committed without regenerating) fails here."""
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("quality_report", None)
+    import quality_report
+
+    records = [
+        json.loads(p.read_text())
+        for p in sorted((REPO / "benchmarks" / "results" / "quality").glob("*.json"))
+    ]
+    assert records, "no quality records committed"
+    assert (REPO / "BENCHMARKS.md").read_text() == quality_report.report(records)
