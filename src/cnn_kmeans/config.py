@@ -142,6 +142,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         choices=("raw", "standardised", "whitened"),
     ),
     Hyperparameter(
+        "positive-augment",
+        float,
+        0.0,
+        "when >0 (a): each positive window is scaled by U[1-a, 1+a], shifted by U[-a, a] and "
+        "jittered by N(0, (a/4)²) in internal units, for amplitude, offset and noise invariance",
+        low=0.0,
+        high=1.0,
+    ),
+    Hyperparameter(
         "seed",
         int,
         0,
@@ -187,6 +196,7 @@ class Config:
     min_steps: int = 0
     scaling: str = "global"
     features: str = "raw"
+    positive_augment: float = 0.0
     seed: int = 0
     max_clusters: int = 0
 

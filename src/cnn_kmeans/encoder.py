@@ -196,6 +196,7 @@ def encode_windows(
     *,
     groups: int = TRAINING_GROUPS,
     max_cells: int = 0,
+    transform: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Encode the windows series[index[i], start[i] : start[i] + length[i]].
 
@@ -207,6 +208,9 @@ def encode_windows(
         series: (N, L) left-aligned series on the encoder's device, zero after each series' end.
         index, start, length: (M,) int64 window descriptions (length >= 1).
         groups, max_cells: see `length_buckets`.
+        transform: optional (scale (M,), offset (M,), noise (M, W)) float32: window i is encoded
+            as x * scale[i] + offset[i] + noise[i, :width] over its own steps (zero after its
+            end, as every window); W must cover every window's padded width.
 
     Returns:
         (M, output_size) features.
@@ -222,6 +226,10 @@ def encode_windows(
         columns = torch.as_tensor(start[group], device=device)[:, None] + steps
         columns = columns.clamp_(max=series.shape[1] - 1)
         rows = torch.as_tensor(index[group], device=device)
-        batch = series[rows[:, None], columns].masked_fill(steps >= lengths[:, None], 0.0)
+        batch = series[rows[:, None], columns]
+        if transform is not None:
+            scale, offset, noise = (torch.as_tensor(a[group], device=device) for a in transform)
+            batch = batch * scale[:, None] + offset[:, None] + noise[:, :width]
+        batch = batch.masked_fill(steps >= lengths[:, None], 0.0)
         features[rows.new_tensor(group)] = encoder(batch, lengths)
     return features

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnn_kmeans.encoder import Encoder, encode_windows
+from cnn_kmeans.encoder import Encoder, encode_windows, padded_width
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class Triplets:
     """Sampled windows for B anchors and K negatives each; all arrays int64.
 
     Windows are (series index, start, length). Anchors and positives are (B,), negatives (B, K).
+    With `augment_positives`, the positives' values are also transformed: x * scale + offset +
+    noise (scale and offset (B,), noise (B, W) float32, W at least every window's padded width).
     """
 
     anchor_index: np.ndarray
@@ -26,6 +29,9 @@ class Triplets:
     negative_index: np.ndarray
     negative_start: np.ndarray
     negative_length: np.ndarray
+    positive_scale: np.ndarray | None = None
+    positive_offset: np.ndarray | None = None
+    positive_noise: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
@@ -39,7 +45,12 @@ class Triplets:
 
     def subset(self, rows: np.ndarray) -> Triplets:
         """The triplets of some anchors (a data-parallel shard)."""
-        return Triplets(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+        return Triplets(
+            **{
+                name: None if getattr(self, name) is None else getattr(self, name)[rows]
+                for name in self.__dataclass_fields__
+            }
+        )
 
 
 def sample_triplets(
@@ -86,6 +97,29 @@ def sample_triplets(
     )
 
 
+def augment_positives(rng: np.random.Generator, triplets: Triplets, strength: float) -> Triplets:
+    """The triplets with their positives' values to be scaled, shifted and jittered.
+
+    Invariances in the positive pairs are what contrastive time-series encoders that cluster well
+    add to cropping (TS-TCC's weak view is jitter and scaling: Eldele et al., IJCAI 2021; TS2Vec
+    crops and masks: Yue et al., AAAI 2022). The paper's triplets only crop; this is issue 14's
+    lever, off by default. Drawn from the training generator, so resumed runs stay identical.
+
+    Args:
+        rng: the sampling generator (drawn from only when this is called).
+        triplets: the step's windows.
+        strength: a in (0, 1]: scale ~ U[1-a, 1+a], offset ~ U[-a, a], noise ~ N(0, (a/4)²).
+    """
+    size = triplets.batch_size
+    width = int(padded_width(int(triplets.anchor_length.max())))
+    scale = rng.uniform(1.0 - strength, 1.0 + strength, size).astype(np.float32)
+    offset = rng.uniform(-strength, strength, size).astype(np.float32)
+    noise = (rng.standard_normal((size, width)) * (strength / 4)).astype(np.float32)
+    return dataclasses.replace(
+        triplets, positive_scale=scale, positive_offset=offset, positive_noise=noise
+    )
+
+
 class TripletObjective(torch.nn.Module):
     """The loss as a module, so DistributedDataParallel sees one forward per step (the encoder
     itself runs several times per step, once per length bucket)."""
@@ -115,7 +149,17 @@ def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> 
     index = np.concatenate([t.anchor_index, t.anchor_index, t.negative_index.ravel()])
     start = np.concatenate([t.anchor_start, t.positive_start, t.negative_start.ravel()])
     length = np.concatenate([t.anchor_length, t.positive_length, t.negative_length.ravel()])
-    features = encode_windows(encoder, series, index, start, length)
+    affine = None
+    if t.positive_scale is not None:
+        # Identity for anchors and negatives; the positives' draws in rows B..2B-1.
+        scale = np.ones(len(length), np.float32)
+        offset = np.zeros(len(length), np.float32)
+        noise = np.zeros((len(length), t.positive_noise.shape[1]), np.float32)
+        scale[size : 2 * size] = t.positive_scale
+        offset[size : 2 * size] = t.positive_offset
+        noise[size : 2 * size] = t.positive_noise
+        affine = (scale, offset, noise)
+    features = encode_windows(encoder, series, index, start, length, transform=affine)
     anchor = features[:size]
     positive = features[size : 2 * size]
     negative = features[2 * size :].view(size, negatives, -1)

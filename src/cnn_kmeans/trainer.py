@@ -16,7 +16,13 @@ from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.errors import TrainingInterrupted
-from cnn_kmeans.loss import TripletObjective, Triplets, sample_triplets, triplet_loss
+from cnn_kmeans.loss import (
+    TripletObjective,
+    Triplets,
+    augment_positives,
+    sample_triplets,
+    triplet_loss,
+)
 
 __all__ = ["EpochReport", "Trainer", "TrainingInterrupted", "as_tensor"]
 
@@ -146,6 +152,8 @@ class Trainer:
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
             triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
+            if self.config.positive_augment > 0:
+                triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
             loss, weight = self._shard_loss(series, triplets)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()

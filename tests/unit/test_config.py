@@ -23,6 +23,7 @@ SPEC_TABLE = {
     "min-steps": (int, 0, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
     "features": (str, "raw", "raw, standardised, whitened", True),
+    "positive-augment": (float, 0.0, "0–1", True),
     "seed": (int, 0, "0–2147483647", False),
     "max-clusters": (int, 0, "0–100 (1 is rejected)", False),
 }

@@ -8,19 +8,23 @@ import torch
 import torch.nn.functional as F
 
 from cnn_kmeans.encoder import Encoder
-from cnn_kmeans.loss import Triplets, sample_triplets, triplet_loss
+from cnn_kmeans.loss import Triplets, augment_positives, sample_triplets, triplet_loss
 
 
 def reference_loss(encoder: Encoder, series: torch.Tensor, t: Triplets) -> torch.Tensor:
     """The loss as the paper writes it: one encoder call per window, no padding."""
 
-    def encode(i: int, start: int, length: int) -> torch.Tensor:
-        return encoder(series[i : i + 1, start : start + length])[0]
+    def encode(i: int, start: int, length: int, b: int | None = None) -> torch.Tensor:
+        window = series[i : i + 1, start : start + length]
+        if b is not None and t.positive_scale is not None:  # this positive's own values
+            noise = torch.as_tensor(t.positive_noise[b, :length])
+            window = window * float(t.positive_scale[b]) + float(t.positive_offset[b]) + noise
+        return encoder(window)[0]
 
     positive_terms, negative_terms = [], []
     for b in range(t.batch_size):
         anchor = encode(t.anchor_index[b], t.anchor_start[b], t.anchor_length[b])
-        positive = encode(t.anchor_index[b], t.positive_start[b], t.positive_length[b])
+        positive = encode(t.anchor_index[b], t.positive_start[b], t.positive_length[b], b)
         positive_terms.append(-F.logsigmoid(anchor @ positive))
         for k in range(t.negatives):
             i, start, length = (
@@ -85,14 +89,17 @@ def test_sampling_is_reproducible():
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
+@pytest.mark.parametrize("augment", [0.0, 0.5])
 @pytest.mark.parametrize("equal", [True, False])
-def test_batched_loss_and_gradients_equal_reference(equal):
+def test_batched_loss_and_gradients_equal_reference(equal, augment):
     torch.manual_seed(0)
     encoder = Encoder(blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4)
     rng = np.random.default_rng(3)
     lengths = np.full(12, 33) if equal else rng.integers(1, 40, size=12)
     series = padded(lengths, seed=4)
     t = sample_triplets(rng, lengths, rng.permutation(12)[:6], 3)
+    if augment:
+        t = augment_positives(rng, t, augment)
 
     fast = triplet_loss(encoder, series, t)
     fast_grads = torch.autograd.grad(fast, list(encoder.parameters()))
@@ -102,3 +109,23 @@ def test_batched_loss_and_gradients_equal_reference(equal):
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     for got, expected in zip(fast_grads, slow_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_augmented_positives_are_drawn_within_their_bounds_and_leave_the_windows():
+    lengths = np.arange(5, 45)
+    plain = sample_triplets(np.random.default_rng(2), lengths, np.arange(16), 4)
+    rng = np.random.default_rng(5)
+    t = augment_positives(rng, plain, 0.3)
+    assert t.positive_scale.dtype == t.positive_noise.dtype == np.float32
+    assert np.all((t.positive_scale >= 0.7) & (t.positive_scale <= 1.3))
+    assert np.all(np.abs(t.positive_offset) <= 0.3)
+    assert 0.05 < t.positive_noise.std() < 0.1  # N(0, (0.3/4)²)
+    assert t.positive_noise.shape[1] >= t.anchor_length.max()  # covers every padded window
+    for name in ("anchor_start", "positive_start", "positive_length", "negative_index"):
+        np.testing.assert_array_equal(getattr(t, name), getattr(plain, name))
+    again = augment_positives(np.random.default_rng(5), plain, 0.3)
+    np.testing.assert_array_equal(again.positive_noise, t.positive_noise)
+    # A data-parallel shard keeps its rows' draws.
+    shard = t.subset(np.array([3, 7]))
+    np.testing.assert_array_equal(shard.positive_noise, t.positive_noise[[3, 7]])
+    assert plain.subset(np.array([1])).positive_scale is None

@@ -207,6 +207,30 @@ def test_training_resumes_exactly_from_a_trainer_state(ragged):
         torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
 
 
+def test_positive_augment_changes_training_and_still_resumes_exactly(ragged):
+    values, lengths = prepare(ragged)
+
+    def trained(config, *, stop_after: int = 0) -> Trainer:
+        torch.manual_seed(0)
+        if not stop_after:
+            trainer = Trainer(Encoder.from_config(config), config)
+        else:
+            first = Trainer(Encoder.from_config(config), config.replace(epochs=stop_after))
+            first.fit(values, lengths)
+            trainer = Trainer(Encoder.from_config(config), config)
+            trainer.load_state_dict(first.state_dict())
+        trainer.fit(values, lengths)
+        return trainer
+
+    config = tiny_config(epochs=2, positive_augment=0.4)
+    straight, resumed = trained(config), trained(config, stop_after=1)
+    plain = trained(config.replace(positive_augment=0.0))
+    for name, tensor in straight.encoder.state_dict().items():
+        torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
+    weights = straight.encoder.state_dict()
+    assert any(not torch.equal(plain.encoder.state_dict()[n], w) for n, w in weights.items())
+
+
 def test_sample_data_is_ragged_with_gaps(sample_dir):
     raw = read_channel(sample_dir / "training")
     assert raw.shape[0] == 160
