@@ -130,7 +130,7 @@ def interrupt_at_step(root: Path, step: int) -> tuple[subprocess.Popen, str, str
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed{s}-step{target_step(s)}" for s in SEEDS])
 def test_sigterm_at_a_seeded_step_stops_training_then_a_rerun_ends_with_the_same_model(
-    tmp_path, straight, seed
+    tmp_path, straight, seed, record_property
 ):
     step = target_step(seed)
     root = make_job(tmp_path / "spot", HYPERPARAMETERS, CHANNELS, checkpoints=True)
@@ -146,6 +146,7 @@ def test_sigterm_at_a_seeded_step_stops_training_then_a_rerun_ends_with_the_same
     assert stopped, (failure, err)
     epochs_done, steps_into = int(stopped[1]) - 1, int(stopped[2])
     position = epochs_done * STEPS_PER_EPOCH + steps_into
+    record_property("stopped_after_step", position)  # in --junitxml: how far past the step
     assert step <= position < STEPS, (step, position)
     first = len(metric_values(out)["train_loss"])
     assert first == epochs_done < EPOCHS

@@ -27,9 +27,13 @@ MODEST = dict(blocks=6, filters=20, reduced_size=40, output_size=40, epochs=12, 
 # features, learning rate, batch size, negatives) follows the defaults as they change.
 SHRUNK = dict(blocks=6, filters=20, reduced_size=40, output_size=40, epochs=12, min_steps=0)
 # Margins well inside what 5 seeds of data and model gave at these settings (`python -m
-# tests.integration.test_quality 5` prints them; seed 0 is this test's): see MEASURED.
+# tests.integration.test_quality 5`; seed 0 is this test's), test ARI untrained -> trained (raw):
+# 0.116 -> 0.651 (0.263), 0.068 -> 0.755 (0.227), 0.170 -> 0.774 (0.243), 0.074 -> 0.698
+# (0.252), 0.066 -> 0.792 (0.247): gains over the untrained encoder 0.535-0.726, over KMeans on
+# raw series 0.388-0.545 (torch 2.13 CPU). A zero learning rate, a skipped optimizer step or the
+# loss's sign flipped leave seed 0 at 0.116 or below.
 OVER_UNTRAINED = 0.3
-OVER_RAW = 0.25
+OVER_RAW = 0.3
 
 
 def test_smoke_sample_data_clusters_are_recovered():
