@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 
 MODEST = dict(blocks=6, filters=20, reduced_size=40, output_size=40, epochs=12, clusters=3)
 # The default hyperparameters but for what a test's time forces down: the encoder (6 blocks of
-# 20 channels, 40 features instead of 10 x 40, 160, 320: about a third of the time per step) and
-# the budget (12 epochs, 180 steps, instead of 100 epochs; min-steps 0). Everything else (scaling,
-# features, learning rate, batch size, negatives) follows the defaults as they change.
+# 20 channels, 40 features instead of 10 x 40, 160, 320; the defaults took about twice the time
+# per step here) and the budget (12 epochs, 180 steps, instead of 100 epochs; min-steps 0).
+# Everything else (scaling, features, learning rate, batch size, negatives) follows the
+# defaults as they change.
 SHRUNK = dict(blocks=6, filters=20, reduced_size=40, output_size=40, epochs=12, min_steps=0)
 # Margins well inside what 5 seeds of data and model gave at these settings (`python -m
 # tests.integration.test_quality 5`; seed 0 is this test's), test ARI untrained -> trained (raw):
