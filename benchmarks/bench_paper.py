@@ -254,6 +254,14 @@ def main() -> None:
                         sizes[shape.key] / min(result["encode_s"]),
                         result["peak_mb"],
                     )
+            elapsed = time.monotonic() - began
+            log.info(
+                "round %d/%d done: %.1f min so far, about %.1f min in all",
+                round_ + 1,
+                args.rounds,
+                elapsed / 60,
+                elapsed / (round_ + 1) * args.rounds / 60,
+            )
     load_after, minutes = os.getloadavg(), (time.monotonic() - began) / 60
 
     rows = summarise(results, args.warmup, sizes)
