@@ -182,7 +182,8 @@ def main() -> None:
     # Only what this run measured: a comparison with the paper's code runs it side by side
     # (bench_paper.py), never against a stored figure.
     lines = [
-        "| GunPoint's shape, 50 series | seconds per step | series encoded per second | peak RSS |",
+        "| random walks of GunPoint's shape (50 to train, 2,000 to encode) | seconds per step "
+        "| series encoded per second | peak RSS |",
         "|---|---|---|---|",
     ]
     for kind, r in results.items():
