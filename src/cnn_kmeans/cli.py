@@ -17,7 +17,7 @@ from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.persistence import load, save
-from cnn_kmeans.trainer import EpochReport
+from cnn_kmeans.threads import THREADS_ENV, available_cores, set_threads, threads_setting
 
 log = logging.getLogger("cnn_kmeans")
 
@@ -35,6 +35,22 @@ def _flag_type(hp: Hyperparameter):
     return parse
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; a positive integer")
+    return int(text)
+
+
+def _threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help=f"torch threads (default: {THREADS_ENV}, else OMP_NUM_THREADS, else the cores "
+        "this process may use); on a shared machine, the cores that are free",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; hyperparameter flags come from the declarations."""
     parser = argparse.ArgumentParser(
@@ -47,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train", required=True, type=Path, help="CSV file or folder")
     train.add_argument("--validation", type=Path, help="CSV file or folder (optional)")
     train.add_argument("--model-dir", required=True, type=Path, help="where the model goes")
+    _threads_flag(train)
     group = train.add_argument_group("hyperparameters")
     for hp in HYPERPARAMETERS:
         group.add_argument(
@@ -62,11 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     predict.add_argument("input", type=Path, help="CSV file or folder")
     predict.add_argument("-o", "--output", type=Path, help="output CSV (default: stdout)")
+    _threads_flag(predict)
 
     serve = commands.add_parser("serve", help="run the inference server (gunicorn) locally")
     serve.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     serve.add_argument("--port", type=int, help="default: SAGEMAKER_BIND_TO_PORT or 8080")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument(
+        "--threads", type=_positive, metavar="N", help=f"torch threads per worker ({THREADS_ENV})"
+    )
 
     spec = commands.add_parser(
         "spec",
@@ -75,20 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spec.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
-
-
-def _log_epoch(report: EpochReport) -> None:
-    valid = "" if report.valid_loss is None else f"  valid_loss {report.valid_loss:.4f}"
-    log.info(
-        "epoch %d/%d  train_loss %.4f%s  %.2f s/epoch  elapsed %.1f s  ETA %.1f s",
-        report.epoch,
-        report.epochs,
-        report.train_loss,
-        valid,
-        report.seconds,
-        report.elapsed,
-        report.eta,
-    )
 
 
 def _sizes(labels: np.ndarray, clusters: int) -> str:
@@ -101,7 +108,7 @@ def train(args: argparse.Namespace) -> None:
     config = Config(**{hp.field: getattr(args, hp.field) for hp in HYPERPARAMETERS})
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
-    model = CNNKMeans(config).fit(series, valid, on_epoch=_log_epoch)
+    model = CNNKMeans(config, threads=args.torch_threads).fit(series, valid)
     save(model, args.model_dir)
     log.info("model saved to %s", args.model_dir)
     log.info("training cluster sizes: %s", _sizes(model.labels_, model.n_clusters_))
@@ -110,6 +117,7 @@ def train(args: argparse.Namespace) -> None:
 def predict(args: argparse.Namespace) -> None:
     """Label every row of the input; one output row `label,f1,...,fD` per input row."""
     model = load(args.model_dir)
+    model.threads = args.torch_threads
     series = read_channel(args.input)
     features = model.transform(series)
     labels = model.assign(features)[0]
@@ -133,8 +141,11 @@ def serve(args: argparse.Namespace) -> None:
     command += ["--model-dir", str(args.model_dir), "--host", args.host]
     if args.port is not None:
         command += ["--port", str(args.port)]
+    environ = dict(os.environ)
+    if args.threads is not None:
+        environ[THREADS_ENV] = str(args.threads)
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    os.execve(sys.executable, command, environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return algorithm.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "serve":  # the server divides the cores among its workers
+            count, source = threads_setting(args.threads, os.environ, available_cores())
+            args.torch_threads = set_threads(count)
+            log.info("%d torch thread(s) (%s)", args.torch_threads, source)
         {"train": train, "predict": predict, "serve": serve}[args.command](args)
     except UserError as error:
         log.error("error: %s", error)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -196,6 +198,7 @@ def encode_windows(
     *,
     groups: int = TRAINING_GROUPS,
     max_cells: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Encode the windows series[index[i], start[i] : start[i] + length[i]].
 
@@ -207,6 +210,7 @@ def encode_windows(
         series: (N, L) left-aligned series on the encoder's device, zero after each series' end.
         index, start, length: (M,) int64 window descriptions (length >= 1).
         groups, max_cells: see `length_buckets`.
+        on_batch: called with the number of windows of each batch once it is encoded (progress).
 
     Returns:
         (M, output_size) features.
@@ -224,4 +228,6 @@ def encode_windows(
         rows = torch.as_tensor(index[group], device=device)
         batch = series[rows[:, None], columns].masked_fill(steps >= lengths[:, None], 0.0)
         features[rows.new_tensor(group)] = encoder(batch, lengths)
+        if on_batch is not None:
+            on_batch(len(group))
     return features

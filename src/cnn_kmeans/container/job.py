@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnn_kmeans.container import hyperparameters
 from cnn_kmeans.container.checkpoint import Checkpointer, CheckpointSettings
 from cnn_kmeans.container.environment import TrainingEnvironment
@@ -49,12 +51,12 @@ def run(
     previous = _previous_model(env.channels["model"]) if "model" in env.channels else None
     if previous is not None:
         config = hyperparameters.continued(previous.config, env.hyperparameters)
-        model = CNNKMeans(config, world=world)
+        model = CNNKMeans(config, world=world, threads=torch.get_num_threads())
         model.scaler_, model.encoder_ = previous.scaler_, previous.encoder_
         log.info("incremental training: continuing the model of the 'model' channel")
     else:
         config = hyperparameters.parse(env.hyperparameters)
-        model = CNNKMeans(config, world=world)
+        model = CNNKMeans(config, world=world, threads=torch.get_num_threads())
     if "training" not in env.channels:
         raise UserError(
             "the 'training' channel is required: give the job a channel named training with "
