@@ -15,9 +15,13 @@ from cnn_kmeans import __version__
 from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
 from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
-from cnn_kmeans.model import CNNKMeans
-from cnn_kmeans.persistence import load, save
-from cnn_kmeans.threads import THREADS_ENV, available_cores, set_threads, threads_setting
+from cnn_kmeans.threads import (
+    THREADS_ENV,
+    WAIT_POLICY_ENV,
+    available_cores,
+    set_threads,
+    threads_setting,
+)
 
 log = logging.getLogger("cnn_kmeans")
 
@@ -105,6 +109,9 @@ def _sizes(labels: np.ndarray, clusters: int) -> str:
 
 def train(args: argparse.Namespace) -> None:
     """Train, save, and report the model and its cluster sizes."""
+    from cnn_kmeans.model import CNNKMeans  # torch: after main() set OpenMP's variables
+    from cnn_kmeans.persistence import save
+
     config = Config(**{hp.field: getattr(args, hp.field) for hp in HYPERPARAMETERS})
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
@@ -116,6 +123,8 @@ def train(args: argparse.Namespace) -> None:
 
 def predict(args: argparse.Namespace) -> None:
     """Label every row of the input; one output row `label,f1,...,fD` per input row."""
+    from cnn_kmeans.persistence import load  # torch: after main() set OpenMP's variables
+
     model = load(args.model_dir)
     model.threads = args.torch_threads
     series = read_channel(args.input)
@@ -151,6 +160,11 @@ def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before torch and scikit-learn load OpenMP, which reads it once: idle OpenMP threads sleep
+    # instead of spinning, so a busy core (another program) does not stall every parallel
+    # region. Two threads beside one busy process, a GunPoint-sized step: 28-37 s spinning,
+    # 2.1-3.3 s passive, 2.5-2.7 s with one thread (bench_threads.py). A value set is kept.
+    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if argv[:1] == ["spec"]:  # its options are the spec command's own (argparse can't forward)
         from cnn_kmeans.container import algorithm  # the container layer: only for this command

@@ -16,12 +16,14 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import torch
-
 from cnn_kmeans.errors import UserError
+
+# torch is imported inside the functions that use it: importing this module must not load
+# OpenMP, so that the CLI can set OMP_WAIT_POLICY first.
 
 THREADS_ENV = "CNN_KMEANS_THREADS"
 OMP_ENV = "OMP_NUM_THREADS"
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 
 
 def available_cores(
@@ -137,6 +139,8 @@ def threads_setting(
 
 def set_threads(count: int | None) -> int:
     """Give torch `count` intra-op threads (None: leave them); returns the count torch uses."""
+    import torch
+
     if count is not None and count != torch.get_num_threads():
         torch.set_num_threads(count)
     return torch.get_num_threads()
@@ -145,6 +149,8 @@ def set_threads(count: int | None) -> int:
 @contextlib.contextmanager
 def torch_threads(count: int | None) -> Iterator[int]:
     """Compute with `count` torch threads inside the block, then restore the previous count."""
+    import torch
+
     previous = torch.get_num_threads()
     try:
         yield set_threads(count)
@@ -159,6 +165,8 @@ def default_threads(cores: int | None = None) -> int:
     `torch.set_num_threads` of the caller; only a count above the cores this process may use is
     lowered (pass `threads=` to force one).
     """
+    import torch
+
     return min(torch.get_num_threads(), cores or available_cores())
 
 
