@@ -7,10 +7,11 @@ epoch; the median time per step is reported) with four thread settings: torch's 
 count cnn-kmeans chooses (the cores this process may use, `cnn_kmeans.threads.available_cores`),
 that count with OpenMP's passive wait policy (what the CLI sets), and one thread. Each run is its
 own process (the thread pool is set once per process), with OMP_NUM_THREADS, OMP_WAIT_POLICY and
-CNN_KMEANS_THREADS removed from its environment; runs are interleaved, quiet then beside a CPU hog (a busy-loop
-process this script starts before the run and stops after), round after round. A run stops
-after `--epochs` epochs or `--cap` seconds of training, whichever comes first (a thrashing run
-can take many seconds per step). About 3 minutes on a quiet 2-core machine at the defaults.
+CNN_KMEANS_THREADS removed from its environment; runs are interleaved, quiet then beside a CPU
+hog (a busy-loop process this script starts before the run and stops after), round after
+round. A run stops after `--epochs` epochs or `--cap` seconds of training, whichever comes first
+(a thrashing run can take many seconds per step). About 3 minutes on a quiet 2-core machine at
+the defaults.
 
 It also reports how far the weights of the same seed drift between thread counts (float
 rounding in the reductions), from the quiet runs of the first round.
