@@ -1,12 +1,9 @@
 """Progress lines with an ETA (on by default, `progress=False` silences them), and the threads
-the Python API computes with, and what is reproducible across runs."""
+the Python API computes with."""
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -84,32 +81,6 @@ def test_fit_with_progress_false_logs_no_progress_and_gives_the_same_model(every
     np.testing.assert_array_equal(quiet.labels_, loud.labels_)
 
 
-API_SCRIPT = """
-import sys
-from cnn_kmeans.model import CNNKMeans
-from tests.helpers import cylinder_bell_funnel, tiny_config
-rows, _ = cylinder_bell_funnel(30, seed=1, low=20, high=40)
-CNNKMeans(tiny_config(epochs=2), threads=1, progress=sys.argv[1] == "on").fit(rows)
-"""
-
-
-@pytest.mark.parametrize("switch", ["on", "off"])
-def test_api_user_without_logging_config_sees_epochs_on_stderr_unless_off(switch):
-    """Python drops INFO records when logging is not configured: the API makes them visible."""
-    result = subprocess.run(
-        [sys.executable, "-c", API_SCRIPT, switch],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    if switch == "on":
-        assert "epoch 1/2" in result.stderr and "epoch 2/2" in result.stderr
-        assert "ETA" in result.stderr and "training on 30 series" in result.stderr
-    else:
-        assert result.stderr == ""
-
-
 def other_thread_count() -> int:
     """A count unlike torch's current one (so that ignoring the setting shows)."""
     return 1 if torch.get_num_threads() > 1 else 2
@@ -130,33 +101,3 @@ def test_api_threads_reach_torch_during_training_and_encoding_then_are_restored(
     model.transform(ROWS[:5])
     assert seen == [("epoch", want), ("epoch", want), ("encode", want), ("encode", want)]
     assert torch.get_num_threads() == before
-
-
-REPRODUCE = """
-import sys, torch
-from cnn_kmeans.model import CNNKMeans
-from tests.helpers import cylinder_bell_funnel, tiny_config
-rows, _ = cylinder_bell_funnel(60, seed=3, low=20, high=60)
-first, second = (
-    CNNKMeans(tiny_config(epochs=3, seed=5), threads=int(sys.argv[1]), progress=False).fit(rows)
-    for _ in range(2)
-)
-a, b = first.encoder_.state_dict(), second.encoder_.state_dict()
-assert a.keys() == b.keys()
-print(all(torch.equal(a[k], b[k]) for k in a) and (first.centroids_ == second.centroids_).all())
-"""
-
-
-def test_same_seed_and_same_threads_give_bit_identical_weights():
-    """Two threads (reductions split between them), in a process whose idle OpenMP threads
-    sleep, so that a loaded test machine does not make it crawl."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run(
-        [sys.executable, "-c", REPRODUCE, "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=env,
-    )
-    assert result.stdout.strip() == "True", result.stderr
