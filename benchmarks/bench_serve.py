@@ -38,6 +38,7 @@ import torch
 from cnn_kmeans.config import Config
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.persistence import save
+from cnn_kmeans.threads import available_cores
 
 HOST = "127.0.0.1"
 LENGTH = 150
@@ -160,7 +161,7 @@ def main() -> None:
             workers = requests.get(f"http://{HOST}:{port}/execution-parameters", timeout=5).json()[
                 "MaxConcurrentTransforms"
             ]
-            cpus = len(os.sched_getaffinity(0))
+            cpus = available_cores()  # what the server divides among its workers
             threads = workers * max(1, cpus // workers)  # what the server's workers use in total
             print(f"torch {torch.__version__}; {cpus} CPUs; {workers} workers; {Config()}")
 
