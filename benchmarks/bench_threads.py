@@ -121,7 +121,7 @@ def weight_drift(first: Path, second: Path) -> float:
 
 def table(results: list[dict]) -> str:
     rows = [
-        "| machine | setting | torch threads | s/step (median) | steps timed | vs default |",
+        "| added load | setting | torch threads | s/step (median) | steps timed | vs default |",
         "|---|---|---|---|---|---|",
     ]
     for hog in (False, True):
@@ -131,7 +131,7 @@ def table(results: list[dict]) -> str:
             seconds = statistics.median(r["seconds_per_step"] for r in runs)
             base = seconds if setting == "default" else base
             rows.append(
-                f"| {'one CPU hog' if hog else 'quiet'} | {LABELS[setting]} | "
+                f"| {'one CPU hog' if hog else 'none'} | {LABELS[setting]} | "
                 f"{runs[0]['threads']} | {seconds:.3f} | {sum(r['steps'] for r in runs)} | "
                 f"{base / seconds:.2f}x |"
             )
