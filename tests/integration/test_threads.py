@@ -192,3 +192,20 @@ def test_same_seed_and_same_threads_give_bit_identical_weights():
         env=env,
     )
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_cli_sets_a_passive_wait_policy_before_openmp_loads_unless_one_is_set(monkeypatch):
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: the CLI module must not load torch
+    before main() has set it."""
+    probe = "import sys, cnn_kmeans.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset")  # recorded, so restored after the test
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if preset is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY")
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+        with torch_threads(None):  # main() sets the process's count: restored after
+            code = cli.main(["predict", "--model-dir", "/nonexistent", str(TEST_CSV)])
+        assert code == 2 and os.environ["OMP_WAIT_POLICY"] == expected
