@@ -229,8 +229,9 @@ class CNNKMeans:
         kmeans = KMeans(
             n_clusters=k, algorithm=self.config.algorithm, n_init=10, random_state=self.config.seed
         )
-        # scikit-learn runs the 10 restarts inside one call: there is nothing to count, so long
-        # fits get a line before and after (running the restarts here would change the result).
+        # scikit-learn runs the 10 restarts inside one call, so long fits get a line before and
+        # after: running the restarts one by one here would reproduce its result only through
+        # its private functions (its seeding of each restart), which differ across versions.
         began = time.perf_counter()
         if self.progress and len(features) * k >= KMEANS_ANNOUNCE:
             log.info(

@@ -154,7 +154,7 @@ def test_api_user_without_logging_config_sees_epochs_on_stderr_unless_off(switch
         [sys.executable, "-c", API_SCRIPT, switch],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=True,
     )
     if switch == "on":
