@@ -15,9 +15,13 @@ from cnn_kmeans import __version__
 from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
 from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
-from cnn_kmeans.model import CNNKMeans
-from cnn_kmeans.persistence import load, save
-from cnn_kmeans.trainer import EpochReport
+from cnn_kmeans.threads import (
+    THREADS_ENV,
+    WAIT_POLICY_ENV,
+    available_cores,
+    set_threads,
+    threads_setting,
+)
 
 log = logging.getLogger("cnn_kmeans")
 
@@ -35,6 +39,22 @@ def _flag_type(hp: Hyperparameter):
     return parse
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; a positive integer")
+    return int(text)
+
+
+def _threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help=f"torch threads (default: {THREADS_ENV}, else OMP_NUM_THREADS, else the cores "
+        "this process may use); on a shared machine, the cores that are free",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; hyperparameter flags come from the declarations."""
     parser = argparse.ArgumentParser(
@@ -47,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train", required=True, type=Path, help="CSV file or folder")
     train.add_argument("--validation", type=Path, help="CSV file or folder (optional)")
     train.add_argument("--model-dir", required=True, type=Path, help="where the model goes")
+    _threads_flag(train)
     group = train.add_argument_group("hyperparameters")
     for hp in HYPERPARAMETERS:
         group.add_argument(
@@ -62,11 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     predict.add_argument("input", type=Path, help="CSV file or folder")
     predict.add_argument("-o", "--output", type=Path, help="output CSV (default: stdout)")
+    _threads_flag(predict)
 
     serve = commands.add_parser("serve", help="run the inference server (gunicorn) locally")
     serve.add_argument("--model-dir", required=True, type=Path, help="a trained model")
     serve.add_argument("--port", type=int, help="default: SAGEMAKER_BIND_TO_PORT or 8080")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument(
+        "--threads", type=_positive, metavar="N", help=f"torch threads per worker ({THREADS_ENV})"
+    )
 
     spec = commands.add_parser(
         "spec",
@@ -77,20 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _log_epoch(report: EpochReport) -> None:
-    valid = "" if report.valid_loss is None else f"  valid_loss {report.valid_loss:.4f}"
-    log.info(
-        "epoch %d/%d  train_loss %.4f%s  %.2f s/epoch  elapsed %.1f s  ETA %.1f s",
-        report.epoch,
-        report.epochs,
-        report.train_loss,
-        valid,
-        report.seconds,
-        report.elapsed,
-        report.eta,
-    )
-
-
 def _sizes(labels: np.ndarray, clusters: int) -> str:
     counts = np.bincount(labels, minlength=clusters)
     return ", ".join(f"{k}: {n}" for k, n in enumerate(counts))
@@ -98,10 +109,13 @@ def _sizes(labels: np.ndarray, clusters: int) -> str:
 
 def train(args: argparse.Namespace) -> None:
     """Train, save, and report the model and its cluster sizes."""
+    from cnn_kmeans.model import CNNKMeans  # torch: after main() set OpenMP's variables
+    from cnn_kmeans.persistence import save
+
     config = Config(**{hp.field: getattr(args, hp.field) for hp in HYPERPARAMETERS})
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
-    model = CNNKMeans(config).fit(series, valid, on_epoch=_log_epoch)
+    model = CNNKMeans(config, threads=args.torch_threads).fit(series, valid)
     save(model, args.model_dir)
     log.info("model saved to %s", args.model_dir)
     log.info("training cluster sizes: %s", _sizes(model.labels_, model.n_clusters_))
@@ -109,7 +123,10 @@ def train(args: argparse.Namespace) -> None:
 
 def predict(args: argparse.Namespace) -> None:
     """Label every row of the input; one output row `label,f1,...,fD` per input row."""
+    from cnn_kmeans.persistence import load  # torch: after main() set OpenMP's variables
+
     model = load(args.model_dir)
+    model.threads = args.torch_threads
     series = read_channel(args.input)
     features = model.transform(series)
     labels = model.assign(features)[0]
@@ -133,13 +150,21 @@ def serve(args: argparse.Namespace) -> None:
     command += ["--model-dir", str(args.model_dir), "--host", args.host]
     if args.port is not None:
         command += ["--port", str(args.port)]
+    environ = dict(os.environ)
+    if args.threads is not None:
+        environ[THREADS_ENV] = str(args.threads)
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    os.execve(sys.executable, command, environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before torch and scikit-learn load OpenMP, which reads it once: idle OpenMP threads sleep
+    # instead of spinning, so a busy core (another program) does not stall every parallel
+    # region. Two threads beside one busy process, a GunPoint-sized step: 28-37 s spinning,
+    # 2.1-3.3 s passive, 2.5-2.7 s with one thread (bench_threads.py). A value set is kept.
+    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if argv[:1] == ["spec"]:  # its options are the spec command's own (argparse can't forward)
         from cnn_kmeans.container import algorithm  # the container layer: only for this command
@@ -147,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return algorithm.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "serve":  # the server divides the cores among its workers
+            count, source = threads_setting(args.threads, os.environ, available_cores())
+            args.torch_threads = set_threads(count)
+            log.info("%d torch thread(s) (%s)", args.torch_threads, source)
         {"train": train, "predict": predict, "serve": serve}[args.command](args)
     except UserError as error:
         log.error("error: %s", error)

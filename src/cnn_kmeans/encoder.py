@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -197,6 +199,7 @@ def encode_windows(
     groups: int = TRAINING_GROUPS,
     max_cells: int = 0,
     transform: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Encode the windows series[index[i], start[i] : start[i] + length[i]].
 
@@ -211,6 +214,7 @@ def encode_windows(
         transform: optional (scale (M,), offset (M,), noise (M, W)) float32: window i is encoded
             as x * scale[i] + offset[i] + noise[i, :width] over its own steps (zero after its
             end, as every window); W must cover every window's padded width.
+        on_batch: called with the number of windows of each batch once it is encoded (progress).
 
     Returns:
         (M, output_size) features.
@@ -232,4 +236,6 @@ def encode_windows(
             batch = batch * scale[:, None] + offset[:, None] + noise[:, :width]
         batch = batch.masked_fill(steps >= lengths[:, None], 0.0)
         features[rows.new_tensor(group)] = encoder(batch, lengths)
+        if on_batch is not None:
+            on_batch(len(group))
     return features

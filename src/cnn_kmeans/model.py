@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder, encode_windows
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
+from cnn_kmeans.progress import Progress, log_epoch, visible
+from cnn_kmeans.threads import default_threads, process_cores, torch_threads
 from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 INFERENCE_CELLS = 1 << 13
 # Silhouette scores are computed on at most this many series (seeded sample).
 SILHOUETTE_SAMPLE = 10_000
+# KMeans fits of at least this many series x clusters get a line before and after (progress).
+KMEANS_ANNOUNCE = 100_000
 
 SeriesLike = np.ndarray | Sequence[Sequence[float]]
 
@@ -75,6 +80,16 @@ class CNNKMeans:
 
     Fitted attributes end in an underscore: `scaler_`, `encoder_`, `centroids_` (k, D),
     `labels_` (N,) of the training series, `sweep_` (one dict per k tried when `max_clusters` > 0).
+
+    Args:
+        config: the hyperparameters.
+        device: where to compute (default: the GPU when one is visible).
+        world: the data-parallel processes (default: this one alone).
+        threads: torch threads while fitting and encoding (restored afterwards). None: torch's
+            current count (which honours OMP_NUM_THREADS), lowered to the cores this process
+            may use (CPU affinity, cgroup quota; see `cnn_kmeans.threads`).
+        progress: log epochs and progress with an ETA on long encodes, KMeans and the k sweep
+            (logger `cnn_kmeans`, INFO; to stderr when logging is not configured). False: quiet.
     """
 
     def __init__(
@@ -82,10 +97,18 @@ class CNNKMeans:
         config: Config | None = None,
         device: torch.device | None = None,
         world: World | None = None,
+        *,
+        threads: int | None = None,
+        progress: bool = True,
     ):
         self.config = config or Config()
         self.world = world or World(device=device or default_device())
         self.device = self.world.device
+        self.threads = threads
+        self.progress = progress
+
+    def _torch_threads(self) -> int:
+        return self.threads if self.threads is not None else default_threads(process_cores())
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -95,10 +118,21 @@ class CNNKMeans:
         X_valid: SeriesLike | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
     ) -> CNNKMeans:
-        """Train the encoder on X (validation loss on X_valid if given), then fit KMeans."""
-        training = self.start(X, X_valid)
-        training.run(on_epoch)
-        self.finish(training)
+        """Train the encoder on X (validation loss on X_valid if given), then fit KMeans.
+
+        `on_epoch` is called after every epoch (besides the epoch line that `progress` logs).
+        """
+
+        def epoch_done(report: EpochReport) -> None:
+            if self.progress:
+                log_epoch(report)
+            if on_epoch is not None:
+                on_epoch(report)
+
+        with visible(self.progress), torch_threads(self._torch_threads()):
+            training = self.start(X, X_valid)
+            training.run(epoch_done)
+            self.finish(training)
         return self
 
     def start(
@@ -125,12 +159,14 @@ class CNNKMeans:
             valid_values, valid_lengths = prepare(X_valid)
             valid = self.scaler_.transform(valid_values)
         log.info(
-            "training on %d series (length %d-%d), %d steps per epoch, device %s",
+            "training on %d series (length %d-%d), %d steps per epoch, device %s, "
+            "%d torch thread(s)",
             len(lengths),
             lengths.min(),
             lengths.max(),
             -(-len(lengths) // self.config.batch_size),
             self.device,
+            torch.get_num_threads(),
         )
         trainer = Trainer(self.encoder_, self.config, self.world)
         return Training(trainer, self.scaler_.transform(values), lengths, valid, valid_lengths)
@@ -161,13 +197,24 @@ class CNNKMeans:
                     f"max-clusters={config.max_clusters} needs at least 3 series; "
                     f"got {len(features)}"
                 )
-            for candidate in range(2, top + 1):
+            began = time.perf_counter()
+            for done, candidate in enumerate(range(2, top + 1), start=1):
                 kmeans = self._kmeans(candidate, features)
                 score = silhouette(features, kmeans.labels_, config.seed)
                 self.sweep_.append(
                     {"k": candidate, "silhouette": score, "inertia": float(kmeans.inertia_)}
                 )
-                log.info("k=%d silhouette=%.4f inertia=%.4g", candidate, score, kmeans.inertia_)
+                elapsed = time.perf_counter() - began
+                log.info(
+                    "k=%d silhouette=%.4f inertia=%.4g  (%d/%d)  elapsed %.1f s  ETA %.1f s",
+                    candidate,
+                    score,
+                    kmeans.inertia_,
+                    done,
+                    top - 1,
+                    elapsed,
+                    elapsed / done * (top - 1 - done),
+                )
             k = max(self.sweep_, key=lambda row: row["silhouette"])["k"]
             log.info("chose k=%d (best silhouette)", k)
         self.centroids_ = self._kmeans(k, features).cluster_centers_.astype(np.float32)
@@ -179,9 +226,30 @@ class CNNKMeans:
         from sklearn.cluster import KMeans
 
         self._check_cluster_count(len(features), k)
-        return KMeans(
+        kmeans = KMeans(
             n_clusters=k, algorithm=self.config.algorithm, n_init=10, random_state=self.config.seed
-        ).fit(features)
+        )
+        # scikit-learn runs the 10 restarts inside one call, so long fits get a line before and
+        # after: running the restarts one by one here would reproduce its result only through
+        # its private functions (its seeding of each restart), which differ across versions.
+        began = time.perf_counter()
+        if self.progress and len(features) * k >= KMEANS_ANNOUNCE:
+            log.info(
+                "KMeans k=%d (%s, 10 restarts) on %d x %d features...",
+                k,
+                self.config.algorithm,
+                *features.shape,
+            )
+        kmeans.fit(features)
+        if self.progress and len(features) * k >= KMEANS_ANNOUNCE:
+            log.info(
+                "KMeans k=%d fitted in %.1f s (%d iterations, inertia %.4g)",
+                k,
+                time.perf_counter() - began,
+                kmeans.n_iter_,
+                kmeans.inertia_,
+            )
+        return kmeans
 
     def _check_cluster_count(self, count: int, k: int | None = None) -> None:
         k = k or (2 if self.config.max_clusters else self.config.clusters)
@@ -196,7 +264,8 @@ class CNNKMeans:
     def transform(self, X: SeriesLike) -> np.ndarray:
         """Features (N, output_size) float32 of raw series."""
         values, lengths = prepare(X)
-        return self.encode(self.scaler_.transform(values), lengths)
+        with visible(self.progress), torch_threads(self._torch_threads()):
+            return self.encode(self.scaler_.transform(values), lengths)
 
     def predict(self, X: SeriesLike) -> np.ndarray:
         """Cluster labels (N,) int64 of raw series."""
@@ -234,6 +303,7 @@ class CNNKMeans:
         """
         world = self.world if distributed else World(device=self.device)
         rows = world.shard(len(lengths))
+        progress = Progress("encoding", len(rows), "series", enabled=self.progress)
         self.encoder_.eval()
         with torch.inference_mode():
             features = encode_windows(
@@ -243,7 +313,9 @@ class CNNKMeans:
                 np.zeros(len(rows), dtype=np.int64),
                 lengths[rows],
                 max_cells=INFERENCE_CELLS,
+                on_batch=progress.update,
             )
+            progress.finish()
             features = world.gather_rows(features, len(lengths))
         return features.cpu().numpy()
 

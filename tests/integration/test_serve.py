@@ -22,6 +22,7 @@ import torch
 from cnn_kmeans.data import parse_csv
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.persistence import load, save
+from cnn_kmeans.threads import available_cores
 from tests.helpers import cylinder_bell_funnel, tiny_config
 
 HOST = "127.0.0.1"
@@ -85,6 +86,7 @@ class Server:
 
 def environment(root: Path, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "CNN_KMEANS_"))}
+    env.pop("OMP_NUM_THREADS", None)  # the workers' threads are the tests' to set
     return {**env, "SAGEMAKER_BASE_DIR": str(root), "SAGEMAKER_BIND_TO_PORT": str(port), **extra}
 
 
@@ -174,13 +176,34 @@ def test_the_port_is_sagemaker_bind_to_port(server):
     assert f"Listening at: http://{HOST}:{server.port}" in server.log()
 
 
-def test_each_worker_loads_the_model_at_start_with_its_share_of_the_cores(server):
-    threads = max(1, len(os.sched_getaffinity(0)) // WORKERS)
-    ready = f"worker ready: {threads} torch thread(s), device cpu"
-    deadline = time.monotonic() + 60  # the first worker to be ready answered /ping
-    while server.log().count(ready) < WORKERS and time.monotonic() < deadline:
+def wait_for_lines(server: Server, line: str, count: int, limit: float = 60) -> int:
+    deadline = time.monotonic() + limit
+    while server.log().count(line) < count and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert server.log().count(ready) == WORKERS
+    return server.log().count(line)
+
+
+def test_each_worker_loads_the_model_at_start_with_its_share_of_the_cores(server):
+    threads = max(1, available_cores() // WORKERS)
+    ready = f"worker ready: {threads} torch thread(s), device cpu"
+    # the first worker to be ready answered /ping
+    assert wait_for_lines(server, ready, WORKERS) == WORKERS
+
+
+@pytest.fixture(scope="module")
+def threads_server(request, root) -> Server:
+    """Two workers told their torch threads: not the share of the cores they would take."""
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(WORKERS), "CNN_KMEANS_THREADS": "3"}
+    return start(request, root, SERVE, "threads", **env)
+
+
+def test_cnn_kmeans_threads_reach_torch_in_every_worker_and_its_inference_thread(threads_server):
+    assert wait_for_lines(threads_server, "worker ready: 3 torch thread(s)", WORKERS) == WORKERS
+    assert "x 3 torch thread(s)" in threads_server.log()  # the master's summary
+    for _ in range(2 * WORKERS):  # each inference thread reports once, at its start
+        assert threads_server.post(csv(ROWS)).status_code == 200
+    assert wait_for_lines(threads_server, "inference thread: 3 torch thread(s)", 1) >= 1
+    assert "inference thread: 1 torch thread(s)" not in threads_server.log()
 
 
 def test_execution_parameters(server):

@@ -291,3 +291,26 @@ def test_json_documents_one_per_line_are_answered_one_line_each(model, rows):
             assert_same_features(
                 np.array([r["features"] for r in got]), np.array([r["features"] for r in expected])
             )
+
+
+def test_serving_threads_per_worker_settings():
+    two = {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    assert ServingSettings.from_environ(two, cpus=8).threads_per_worker == 4
+    ours = ServingSettings.from_environ({**two, "CNN_KMEANS_THREADS": "3"}, cpus=8)
+    assert ours.threads_per_worker == 3
+    omp = {**two, "OMP_NUM_THREADS": "1"}
+    assert ServingSettings.from_environ(omp, cpus=8).threads_per_worker == 1
+    nested = {**two, "OMP_NUM_THREADS": "2,1"}  # OpenMP's nested levels: the first counts
+    assert ServingSettings.from_environ(nested, cpus=8).threads_per_worker == 2
+    both = {**omp, "CNN_KMEANS_THREADS": "3"}
+    assert ServingSettings.from_environ(both, cpus=8).threads_per_worker == 3
+    with pytest.raises(UserError, match="CNN_KMEANS_THREADS"):
+        ServingSettings.from_environ({"CNN_KMEANS_THREADS": "0"})
+
+
+def test_serving_divides_the_available_cores_by_default(monkeypatch):
+    from cnn_kmeans import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 6)  # e.g. a 6-core cgroup quota
+    settings = ServingSettings.from_environ({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    assert settings.threads_per_worker == 3

@@ -203,9 +203,13 @@ class ServingSettings:
         """Read `SAGEMAKER_BIND_TO_PORT`, `SAGEMAKER_MODEL_SERVER_WORKERS` (default: one per
         GPU, else one per CPU), `SAGEMAKER_MODEL_SERVER_TIMEOUT` (default 60 s, 600 s in batch
         transform), `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `CNN_KMEANS_MAX_RESPONSE_MB` (default 6, no
-        limit in batch transform), `CNN_KMEANS_OUTPUT` and `SAGEMAKER_BATCH`; torch threads per
-        worker so workers x threads <= cores."""
-        cpus = cpus or os.cpu_count() or 1
+        limit in batch transform), `CNN_KMEANS_OUTPUT`, `SAGEMAKER_BATCH` and
+        `CNN_KMEANS_THREADS` (torch threads per worker; default: OMP_NUM_THREADS if set, else
+        so that workers x threads <= the cores this process may use)."""
+        if cpus is None:
+            from cnn_kmeans.threads import available_cores  # torch-free until it is called
+
+            cpus = available_cores()
         batch = environ.get(BATCH_ENV, "").strip().lower() == "true"
         workers = _positive_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else cpus)
         output = environ.get("CNN_KMEANS_OUTPUT", "features").strip().lower() or "features"
@@ -239,8 +243,18 @@ class ServingSettings:
             max_response_mb=max_response_mb,
             batch=batch,
             output=output,
-            threads_per_worker=max(1, cpus // workers),
+            threads_per_worker=_threads_per_worker(environ, max(1, cpus // workers)),
         )
+
+
+def _threads_per_worker(environ: Mapping[str, str], share: int) -> int:
+    from cnn_kmeans.threads import OMP_ENV, threads_setting
+
+    count, _ = threads_setting(None, environ, share)
+    if count is None:  # OMP_NUM_THREADS ("4" or OpenMP's nested "4,2"): its first level
+        first = environ[OMP_ENV].split(",")[0].strip()
+        count = int(first) if first.isdigit() and int(first) > 0 else share
+    return count
 
 
 def _megabytes(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import logging
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from cnn_kmeans.container import hyperparameters
 from cnn_kmeans.container.checkpoint import Checkpointer, CheckpointSettings
@@ -20,7 +23,7 @@ from cnn_kmeans.container.stopping import StopFlag, StoppedEarly
 from cnn_kmeans.data import read_channel
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import TrainingInterrupted, UserError
-from cnn_kmeans.model import CNNKMeans, default_device, silhouette
+from cnn_kmeans.model import SILHOUETTE_SAMPLE, CNNKMeans, default_device, silhouette
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
 from cnn_kmeans.preprocess import inner_gaps
 from cnn_kmeans.trainer import EpochReport, Trainer, planned_epochs
@@ -49,12 +52,13 @@ def run(
     previous = _previous_model(env.channels["model"]) if "model" in env.channels else None
     if previous is not None:
         config = hyperparameters.continued(previous.config, env.hyperparameters)
-        model = CNNKMeans(config, world=world)
+        # the entrypoint set torch's threads (CNN_KMEANS_THREADS or the available cores)
+        model = CNNKMeans(config, world=world, threads=torch.get_num_threads())
         model.scaler_, model.encoder_ = previous.scaler_, previous.encoder_
         log.info("incremental training: continuing the model of the 'model' channel")
     else:
         config = hyperparameters.parse(env.hyperparameters)
-        model = CNNKMeans(config, world=world)
+        model = CNNKMeans(config, world=world, threads=torch.get_num_threads())
     if "training" not in env.channels:
         raise UserError(
             "the 'training' channel is required: give the job a channel named training with "
@@ -142,9 +146,16 @@ def run(
 
     features = model.finish(training)
     if features is not None:  # rank 0 writes; the others' part is done
+        began = time.perf_counter()
         scores = {"train_score": silhouette(features, model.labels_, config.seed)}
         if valid_raw is not None:
             scores["valid_score"] = model.score(valid_raw)
+        log.info(
+            "silhouette score%s in %.1f s (on at most %d series each)",
+            "s" if len(scores) > 1 else "",
+            time.perf_counter() - began,
+            SILHOUETTE_SAMPLE,
+        )
         for name, value in scores.items():
             emit(name, value)
         save(model, layout.model_dir)

@@ -25,6 +25,7 @@ from cnn_kmeans.container import network
 from cnn_kmeans.container.environment import TrainingEnvironment
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.threads import OMP_ENV, THREADS_ENV, available_cores
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ def supervise(launch: LaunchPlan, environ: Mapping[str, str]) -> tuple[int, bool
         launch.world_size,
     )
     environ, master_addr = dict(environ), "127.0.0.1"
+    if not environ.get(THREADS_ENV) and not environ.get(OMP_ENV):
+        # The host's cores shared among its processes (torchrun alone would give each worker
+        # OMP_NUM_THREADS=1 when there are several, and all of the host's cores when one).
+        environ[THREADS_ENV] = str(max(1, available_cores() // launch.processes_per_host))
     if launch.multi_host:
         # Before the forwarding handler: a SIGTERM during this wait (up to 15 minutes) meets the
         # entrypoint's own handler and stops the job at once.

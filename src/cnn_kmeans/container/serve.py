@@ -4,10 +4,11 @@
 
 Settings are read once, in `main()`, from the SageMaker variables (`SAGEMAKER_BIND_TO_PORT`,
 `SAGEMAKER_MODEL_SERVER_WORKERS`, `SAGEMAKER_MODEL_SERVER_TIMEOUT`, `SAGEMAKER_MAX_PAYLOAD_IN_MB`,
-`CNN_KMEANS_MAX_RESPONSE_MB`, `CNN_KMEANS_OUTPUT`, `SAGEMAKER_BATCH`, `SAGEMAKER_BASE_DIR`); the
-flags override them for local runs. The artifact is loaded once in the master to fail fast with a
-clear message, then once per worker at its start. The workers are `worker.InferenceWorker`:
-threads answer `/ping` while an inference runs, inferences run one at a time per worker.
+`CNN_KMEANS_MAX_RESPONSE_MB`, `CNN_KMEANS_OUTPUT`, `CNN_KMEANS_THREADS`, `SAGEMAKER_BATCH`,
+`SAGEMAKER_BASE_DIR`); the flags override them for local runs. The artifact is loaded once in
+the master to fail fast with a clear message, then once per worker at its start. The workers are
+`worker.InferenceWorker`: threads answer `/ping` while an inference runs, inferences run one at
+a time per worker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cnn_kmeans.container.app import create_app
 from cnn_kmeans.container.environment import ServingSettings
 from cnn_kmeans.container.worker import InferenceGate
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.threads import available_cores
 
 log = logging.getLogger("cnn_kmeans.serve")
 
@@ -100,6 +102,7 @@ class ModelServer(BaseApplication):
         """Runs in each worker at boot, before it accepts requests."""
         torch.set_num_threads(self.settings.threads_per_worker)
         model = inference.model_fn(self.settings.model_dir, self.device)
+        model.threads = self.settings.threads_per_worker  # what each inference computes with
         log.info(
             "worker ready: %d torch thread(s), device %s", torch.get_num_threads(), self.device
         )
@@ -154,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gpus = torch.cuda.device_count()
     try:
-        settings = ServingSettings.from_environ(os.environ, cpus=_cpu_count(), gpus=gpus)
+        settings = ServingSettings.from_environ(os.environ, cpus=available_cores(), gpus=gpus)
         overrides = {"model_dir": args.model_dir, "port": args.port, "host": args.host}
         settings = dataclasses.replace(
             settings, **{key: value for key, value in overrides.items() if value is not None}
@@ -164,14 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start the model server: %s", error)
         return 1
     return 0
-
-
-def _cpu_count() -> int:
-    """CPUs this process may run on (a container's cpuset), not all of the host's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and not worker:
             raise UserError(f"unexpected arguments {args}; the training image takes only 'train'")
         env = TrainingEnvironment.from_toolkit(os.environ)
+        from cnn_kmeans import threads  # imports torch: after the SIGTERM handler
+
+        count, source = threads.threads_setting(None, os.environ, threads.available_cores())
+        log.info("%d torch thread(s) (%s)", threads.set_threads(count), source)
         from cnn_kmeans.container import launch
         from cnn_kmeans.container.checkpoint import CheckpointSettings
 

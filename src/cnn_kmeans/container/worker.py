@@ -25,6 +25,7 @@ a time, so its `/ping` waited behind the inference. This worker is gunicorn's th
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ ACCEPT_DEFERRAL_S = 0.05
 MAX_DEFERRAL_S = 0.5
 
 T = TypeVar("T")
+
+log = logging.getLogger("cnn_kmeans.serve")
 
 
 class InferenceGate:
@@ -59,7 +62,9 @@ class InferenceGate:
         """function(*args) on the inference thread, after the inferences queued before it."""
         with self._lock:  # created in the worker process, at its first request
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+                self._executor = ThreadPoolExecutor(
+                    1, thread_name_prefix="inference", initializer=_report_threads
+                )
         return self._executor.submit(self._timed, function, *args).result()
 
     def _timed(self, function: Callable[..., T], *args: Any) -> T:
@@ -68,6 +73,14 @@ class InferenceGate:
             return function(*args)
         finally:
             self.running_since = None
+
+
+def _report_threads() -> None:
+    # What torch computes with on this thread: it takes the count the worker set at boot when
+    # the thread first computes (torch's lazy per-thread OpenMP initialisation); logged to check.
+    import torch
+
+    log.info("inference thread: %d torch thread(s)", torch.get_num_threads())
 
 
 class InferenceWorker(ThreadWorker):
