@@ -17,6 +17,7 @@ from cnn_kmeans.distributed import World
 from cnn_kmeans.encoder import Encoder, encode_windows
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
+from cnn_kmeans.sweep import choose_k, degenerate_warning, min_cluster_size
 from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,10 @@ class CNNKMeans:
         return features
 
     def fit_clusters(self, features: np.ndarray) -> None:
-        """Fit KMeans on (N, D) features; with `max_clusters` pick k by the best silhouette."""
+        """Fit KMeans on (N, D) features; with `max_clusters` choose k by `sweep.choose_k`: the
+        best silhouette among the k whose clusters all reach `sweep.min_cluster_size`."""
         config = self.config
-        self.sweep_: list[dict[str, float]] = []
+        self.sweep_: list[dict[str, Any]] = []
         k = config.clusters
         if config.max_clusters:
             top = min(config.max_clusters, len(features) - 1)
@@ -164,14 +166,37 @@ class CNNKMeans:
             for candidate in range(2, top + 1):
                 kmeans = self._kmeans(candidate, features)
                 score = silhouette(features, kmeans.labels_, config.seed)
+                smallest = int(np.bincount(kmeans.labels_, minlength=candidate).min())
                 self.sweep_.append(
-                    {"k": candidate, "silhouette": score, "inertia": float(kmeans.inertia_)}
+                    {
+                        "k": candidate,
+                        "silhouette": score,
+                        "inertia": float(kmeans.inertia_),
+                        "smallest": smallest,
+                    }
                 )
-                log.info("k=%d silhouette=%.4f inertia=%.4g", candidate, score, kmeans.inertia_)
-            k = max(self.sweep_, key=lambda row: row["silhouette"])["k"]
-            log.info("chose k=%d (best silhouette)", k)
+                log.info(
+                    "k=%d silhouette=%.4f inertia=%.4g smallest cluster %d",
+                    candidate,
+                    score,
+                    kmeans.inertia_,
+                    smallest,
+                )
+            k = choose_k(self.sweep_, len(features))
+            if any(row["eligible"] for row in self.sweep_):
+                log.info(
+                    "chose k=%d (best silhouette among the k whose clusters all hold %d series "
+                    "or more)",
+                    k,
+                    min_cluster_size(len(features)),
+                )
+            else:
+                log.warning("chose k=%d (best silhouette; every k tried has a tiny cluster)", k)
         self.centroids_ = self._kmeans(k, features).cluster_centers_.astype(np.float32)
         self.labels_ = self.assign(features)[0]
+        warning = degenerate_warning(np.bincount(self.labels_, minlength=k))
+        if warning:
+            log.warning("%s", warning)
 
     def _kmeans(self, k: int, features: np.ndarray) -> Any:
         # scikit-learn is imported only to fit: inference (nearest centroid) never needs it,
