@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.outputs import OUTPUT_CHOICES
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_ROOT = Path("/opt/ml")
-OUTPUT_CHOICES = ("features", "labels", "distances")
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 UNLIMITED_PAYLOAD_MB = 100.0  # the largest MaxPayloadInMB batch transform accepts
 # What the reader handles: files on a file system, copied (File) or mounted from S3 (FastFile,
