@@ -15,12 +15,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
 	touch $(STAMP)
 
-# The main job on the sample data: train (3 clusters, about a minute on 2 cores), then predict.
-demo: venv
-	$(BIN)/cnn-kmeans train --train data/training --validation data/validation \
-		--model-dir $(DEMO)/model --clusters 3 --epochs 25
-	$(BIN)/cnn-kmeans predict --model-dir $(DEMO)/model data/inference/input/test.csv \
-		--output $(DEMO)/predictions.csv
+# The main job on the sample data: train (3 clusters, about a minute on 2 cores), then predict,
+# each with its report. Its own virtualenv holds the package and the `plot` extra only (torch,
+# numpy, scikit-learn, matplotlib): none of the dev extra's SageMaker toolkit, boto3, linters or
+# Jupyter.
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --constraint constraints.txt --editable '.[plot]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/cnn-kmeans train --train data/training --validation data/validation \
+		--model-dir $(DEMO)/model --clusters 3 --epochs 25 --report $(DEMO)/report
+	$(DEMO_VENV)/bin/cnn-kmeans predict --model-dir $(DEMO)/model data/inference/input/test.csv \
+		--output $(DEMO)/predictions.csv --report $(DEMO)/predictions-report
 
 test: lint sdk-venvs
 	$(BIN)/python -m pytest
@@ -40,7 +51,7 @@ data: venv
 	$(BIN)/python data/generate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) runs .pytest_cache .ruff_cache
 
 # --- Images, the algorithm resource, compatibility (see README, "SageMaker algorithm") ---------
 .PHONY: lint-docker images smoke notebook test-stack

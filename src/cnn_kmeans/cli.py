@@ -15,6 +15,13 @@ from cnn_kmeans import __version__
 from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
 from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.outputs import OUTPUT_CHOICES, output_values
+from cnn_kmeans.report import (
+    epoch_record,
+    require_plotting,
+    write_prediction_report,
+    write_training_report,
+)
 from cnn_kmeans.threads import (
     THREADS_ENV,
     WAIT_POLICY_ENV,
@@ -68,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation", type=Path, help="CSV file or folder (optional)")
     train.add_argument("--model-dir", required=True, type=Path, help="where the model goes")
     _threads_flag(train)
+    train.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write report.json, cluster_sizes.csv, clusters.png (and sweep.png after a "
+        "max-clusters sweep) to DIR, as the SageMaker job does in output/data",
+    )
     group = train.add_argument_group("hyperparameters")
     for hp in HYPERPARAMETERS:
         group.add_argument(
@@ -84,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("input", type=Path, help="CSV file or folder")
     predict.add_argument("-o", "--output", type=Path, help="output CSV (default: stdout)")
     _threads_flag(predict)
+    predict.add_argument(
+        "--columns",
+        choices=OUTPUT_CHOICES,
+        default=OUTPUT_CHOICES[0],
+        help="what follows the label on each line, as the server's `output` choice: "
+        "features (default), labels (the label only) or distances (to each centroid)",
+    )
+    predict.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write report.json (cluster sizes, distances to the centroids), "
+        "cluster_sizes.csv and clusters.png of the predicted series to DIR",
+    )
 
     serve = commands.add_parser("serve", help="run the inference server (gunicorn) locally")
     serve.add_argument("--model-dir", required=True, type=Path, help="a trained model")
@@ -108,29 +136,71 @@ def _sizes(labels: np.ndarray, clusters: int) -> str:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train, save, and report the model and its cluster sizes."""
-    from cnn_kmeans.model import CNNKMeans  # torch: after main() set OpenMP's variables
+    """Train, save, and report the model, its cluster sizes and (after a sweep) the sweep."""
+    # torch: after main() set OpenMP's variables
+    from cnn_kmeans.model import CNNKMeans, prepare, silhouette
     from cnn_kmeans.persistence import save
 
     config = Config(**{hp.field: getattr(args, hp.field) for hp in HYPERPARAMETERS})
+    if args.report:
+        require_plotting()  # before training, not after
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
-    model = CNNKMeans(config, threads=args.torch_threads).fit(series, valid)
+    model = CNNKMeans(config, threads=args.torch_threads)
+    history: list[dict] = []
+    model.fit(series, valid, on_epoch=lambda report: history.append(epoch_record(report)))
     save(model, args.model_dir)
     log.info("model saved to %s", args.model_dir)
     log.info("training cluster sizes: %s", _sizes(model.labels_, model.n_clusters_))
+    if model.sweep_:
+        _log_sweep(model.sweep_)
+    if args.report:
+        features = model.transform(series)  # the training series' features, for their score
+        summary = {
+            **model.summary(),
+            "train_score": _finite_or_none(silhouette(features, model.labels_, config.seed)),
+            "valid_score": None if valid is None else _finite_or_none(model.score(valid)),
+            "series": len(series),
+            "hyperparameters": config.to_dict(),
+            "history": history,
+        }
+        values = prepare(series)[0]  # the plots show the data's units, not the scaled values
+        write_training_report(args.report, summary, model.labels_, values, config.seed)
+
+
+def _log_sweep(sweep: list[dict]) -> None:
+    log.info("max-clusters sweep (k: silhouette, smallest cluster):")
+    for row in sweep:
+        notes = [] if row["eligible"] else ["not eligible: a cluster too small"]
+        if row["chosen"]:
+            notes.append("chosen")
+        log.info(
+            "  k=%-3d silhouette %.4f  smallest %d%s",
+            row["k"],
+            row["silhouette"],
+            row["smallest"],
+            f"  ({', '.join(notes)})" if notes else "",
+        )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if value == value else None
 
 
 def predict(args: argparse.Namespace) -> None:
-    """Label every row of the input; one output row `label,f1,...,fD` per input row."""
-    from cnn_kmeans.persistence import load  # torch: after main() set OpenMP's variables
+    """Label every row of the input; one output row per input row, as the server's CSV answer:
+    `label` then the features or distances (`--columns`)."""
+    from cnn_kmeans.model import prepare  # torch: after main() set OpenMP's variables
+    from cnn_kmeans.persistence import load
 
+    if args.report:
+        require_plotting()
     model = load(args.model_dir)
     model.threads = args.torch_threads
     series = read_channel(args.input)
     features = model.transform(series)
-    labels = model.assign(features)[0]
-    text = format_csv(labels, features)
+    labels, distances = model.assign(features)
+    text = format_csv(labels, output_values(args.columns, features, distances))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
@@ -138,6 +208,9 @@ def predict(args: argparse.Namespace) -> None:
     else:
         sys.stdout.write(text)
     log.info("cluster sizes: %s", _sizes(labels, model.n_clusters_))
+    if args.report:
+        values = prepare(series)[0]
+        write_prediction_report(args.report, labels, distances, values, model.config.seed)
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -163,8 +163,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "max-clusters",
         int,
         0,
-        "when >0: score every k in 2..max-clusters on the learned features and use the k "
-        "with the best silhouette instead of `clusters`",
+        "when >0: score every k in 2..max-clusters on the learned features and use, instead "
+        "of `clusters`, the k with the best silhouette among those whose smallest cluster "
+        "holds at least max(2, 1% of the series) (any k if none does)",
         tunable=False,
         low=0,
         high=100,

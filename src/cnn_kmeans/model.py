@@ -19,6 +19,7 @@ from cnn_kmeans.encoder import Encoder, encode_windows
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.progress import Progress, log_epoch, visible
+from cnn_kmeans.sweep import choose_k, degenerate_warning, min_cluster_size
 from cnn_kmeans.threads import default_threads, process_cores, torch_threads
 from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
 
@@ -186,9 +187,10 @@ class CNNKMeans:
         return features
 
     def fit_clusters(self, features: np.ndarray) -> None:
-        """Fit KMeans on (N, D) features; with `max_clusters` pick k by the best silhouette."""
+        """Fit KMeans on (N, D) features; with `max_clusters` choose k by `sweep.choose_k`: the
+        best silhouette among the k whose clusters all reach `sweep.min_cluster_size`."""
         config = self.config
-        self.sweep_: list[dict[str, float]] = []
+        self.sweep_: list[dict[str, Any]] = []
         k = config.clusters
         if config.max_clusters:
             top = min(config.max_clusters, len(features) - 1)
@@ -201,24 +203,43 @@ class CNNKMeans:
             for done, candidate in enumerate(range(2, top + 1), start=1):
                 kmeans = self._kmeans(candidate, features)
                 score = silhouette(features, kmeans.labels_, config.seed)
+                smallest = int(np.bincount(kmeans.labels_, minlength=candidate).min())
                 self.sweep_.append(
-                    {"k": candidate, "silhouette": score, "inertia": float(kmeans.inertia_)}
+                    {
+                        "k": candidate,
+                        "silhouette": score,
+                        "inertia": float(kmeans.inertia_),
+                        "smallest": smallest,
+                    }
                 )
                 elapsed = time.perf_counter() - began
                 log.info(
-                    "k=%d silhouette=%.4f inertia=%.4g  (%d/%d)  elapsed %.1f s  ETA %.1f s",
+                    "k=%d silhouette=%.4f inertia=%.4g smallest cluster %d  (%d/%d)  "
+                    "elapsed %.1f s  ETA %.1f s",
                     candidate,
                     score,
                     kmeans.inertia_,
+                    smallest,
                     done,
                     top - 1,
                     elapsed,
                     elapsed / done * (top - 1 - done),
                 )
-            k = max(self.sweep_, key=lambda row: row["silhouette"])["k"]
-            log.info("chose k=%d (best silhouette)", k)
+            k = choose_k(self.sweep_, len(features))
+            if any(row["eligible"] for row in self.sweep_):
+                log.info(
+                    "chose k=%d (best silhouette among the k whose clusters all hold %d series "
+                    "or more)",
+                    k,
+                    min_cluster_size(len(features)),
+                )
+            else:
+                log.warning("chose k=%d (best silhouette; every k tried has a tiny cluster)", k)
         self.centroids_ = self._kmeans(k, features).cluster_centers_.astype(np.float32)
         self.labels_ = self.assign(features)[0]
+        warning = degenerate_warning(np.bincount(self.labels_, minlength=k))
+        if warning:
+            log.warning("%s", warning)
 
     def _kmeans(self, k: int, features: np.ndarray) -> Any:
         # scikit-learn is imported only to fit: inference (nearest centroid) never needs it,

@@ -299,6 +299,8 @@ BAD_REQUESTS = [
     ("text/csv", {}, "", 400, "no rows"),
     (JSON, {}, '{"instances": [[1, 2], [3, ', 400, "line 1, column 28: invalid JSON"),
     (JSON, {}, '[[1, 2], [3, "x"]]', 400, "instance 2, value 2: not a number"),
+    (JSON, {}, "", 400, "request body: the body is empty"),
+    (JSON, {}, " \r\n", 400, "request body: the body is empty"),
     ("application/jsonlines", {}, "[1]\n\n[2]\n", 400, "line 2, column 1: blank line"),
     ("text/plain", {}, "1,2\n", 415, "unsupported Content-Type 'text/plain'"),
     ("text/csv; charset=klingon", {}, "1,2\n", 415, "unsupported charset 'klingon'"),

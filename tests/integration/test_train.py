@@ -98,7 +98,10 @@ def test_job_without_validation_logs_no_validation_metrics(tmp_path):
     assert len(values["train_loss"]) == 2
     report = json.loads((root / "output" / "data" / "report.json").read_text())
     assert [row["k"] for row in report["sweep"]] == [2, 3, 4]
-    assert report["clusters"] == max(report["sweep"], key=lambda r: r["silhouette"])["k"]
+    eligible = [row for row in report["sweep"] if row["eligible"]] or report["sweep"]
+    best = max(eligible, key=lambda r: r["silhouette"])
+    assert best["chosen"] and report["clusters"] == best["k"]
+    assert report["min_cluster_size"] == 2 and "warnings" in report
     assert (root / "output" / "data" / "sweep.png").read_bytes().startswith(PNG_SIGNATURE)
     assert (
         json.loads((root / "model" / "config.json").read_text())["clusters"] == report["clusters"]

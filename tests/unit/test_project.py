@@ -94,7 +94,7 @@ def test_readme_metric_table_is_generated_from_the_declarations():
 
 def test_readme_content_type_tables_list_exactly_what_the_server_speaks():
     from cnn_kmeans.container.codecs import REQUEST_CONTENT_TYPES, RESPONSE_CONTENT_TYPES
-    from cnn_kmeans.container.environment import OUTPUT_CHOICES
+    from cnn_kmeans.outputs import OUTPUT_CHOICES
 
     readme = (REPO / "README.md").read_text()
     tables = {}

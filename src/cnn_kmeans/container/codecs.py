@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from werkzeug.http import parse_list_header, parse_options_header
 
-from cnn_kmeans.container.environment import OUTPUT_CHOICES
 from cnn_kmeans.data import format_csv, pad_rows, parse_csv
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.outputs import OUTPUT_CHOICES
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -174,6 +174,11 @@ _JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 def _decode_json(text: str) -> Batch:
     """One JSON document, or several, one per line (batch transform's MultiRecord)."""
+    if not text.strip(" \t\r\n"):  # JSON's whitespace only: json would say "Expecting value"
+        raise UserError(
+            f'{SOURCE}: the body is empty; send {{"instances": [[...], ...]}} or a list of '
+            "lists of numbers, one series per inner list"
+        )
     documents = _json_documents(text)
     if len(documents) == 1:
         return Batch(_instances(documents[0][0], SOURCE))

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnn_kmeans.container import job_config
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.outputs import OUTPUT_CHOICES
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_ROOT = Path("/opt/ml")
-OUTPUT_CHOICES = ("features", "labels", "distances")
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 UNLIMITED_PAYLOAD_MB = 100.0  # the largest MaxPayloadInMB batch transform accepts
 # What the reader handles: files on a file system, copied (File) or mounted from S3 (FastFile,
@@ -131,19 +132,26 @@ class TrainingEnvironment:
     def from_toolkit(cls, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
         """Read the job's environment through the `sagemaker-training` toolkit.
 
-        The toolkit computes its paths (and creates folders) when imported, from
-        `SAGEMAKER_BASE_DIR`, so it is imported here, at run time, never at module import.
+        SageMaker always writes `input/config/{resourceconfig,inputdataconfig,hyperparameters}
+        .json`; a local run may leave any of them out (see `job_config`). The toolkit computes
+        its paths (and creates folders) when imported, from `SAGEMAKER_BASE_DIR`, so it is
+        imported here, at run time, never at module import.
+
+        Raises:
+            UserError: No `input/config` folder, or a config file that cannot be read or used.
         """
         environ = os.environ if environ is None else environ
         layout = Layout(root_from(environ))
         if not layout.config_dir.is_dir():
             raise UserError(
                 f"{layout.config_dir} does not exist: this is not a SageMaker training "
-                f"container; set {BASE_DIR_ENV} to a folder laid out like /opt/ml"
+                f"container; set {BASE_DIR_ENV} to a folder laid out like /opt/ml (see the "
+                "README, 'Running the training entrypoint locally')"
             )
+        given = job_config.toolkit_arguments(layout.config_dir, layout.root / "input" / "data")
         from sagemaker_training import environment as toolkit
 
-        env = toolkit.Environment()
+        env = toolkit.Environment(**given)
         channels = {name: Path(path) for name, path in env.channel_input_dirs.items()}
         result = cls(
             layout=layout,

@@ -16,6 +16,7 @@ import torch
 from cnn_kmeans.container import codecs
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.outputs import output_values
 from cnn_kmeans.persistence import load
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,6 @@ def output_fn(
         NotAcceptable: If no supported type is acceptable (406).
     """
     choice = codecs.negotiate(accept, default_output)
-    values = {
-        "features": prediction.features,
-        "distances": prediction.distances,
-        "labels": None,
-    }[choice.output]
+    values = output_values(choice.output, prediction.features, prediction.distances)
     body = codecs.encode_response(prediction.labels, values, choice, prediction.documents)
     return body, choice.media_type

@@ -18,14 +18,14 @@ from cnn_kmeans.container import hyperparameters
 from cnn_kmeans.container.checkpoint import Checkpointer, CheckpointSettings
 from cnn_kmeans.container.environment import TrainingEnvironment
 from cnn_kmeans.container.metrics import emit
-from cnn_kmeans.container.report import write_report
 from cnn_kmeans.container.stopping import StopFlag, StoppedEarly
 from cnn_kmeans.data import read_channel
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import TrainingInterrupted, UserError
-from cnn_kmeans.model import SILHOUETTE_SAMPLE, CNNKMeans, default_device, silhouette
+from cnn_kmeans.model import SILHOUETTE_SAMPLE, CNNKMeans, default_device, prepare, silhouette
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
 from cnn_kmeans.preprocess import inner_gaps
+from cnn_kmeans.report import epoch_record, write_training_report
 from cnn_kmeans.trainer import EpochReport, Trainer, planned_epochs
 
 log = logging.getLogger("cnn_kmeans.train")
@@ -102,13 +102,7 @@ def run(
             report.elapsed,
             report.eta,
         )
-        history.append(
-            {
-                "epoch": report.epoch,
-                "train_loss": report.train_loss,
-                "valid_loss": report.valid_loss,
-            }
-        )
+        history.append(epoch_record(report))
         if checkpointer is not None:
             checkpointer.maybe_save(trainer)
 
@@ -170,7 +164,9 @@ def run(
             "stopped_early": None if stopped is None else {**stopped, "model_written": True},
             "history": history,
         }
-        write_report(layout.output_data_dir, summary, model.labels_, training.train, config.seed)
+        # The plots show the series in the data's units, not as scaled for the encoder.
+        values = prepare(train_raw)[0]
+        write_training_report(layout.output_data_dir, summary, model.labels_, values, config.seed)
     if stopped is not None:
         if features is not None:
             log.warning("%s: the model written is usable (see report.json)", stopped["message"])
