@@ -10,7 +10,9 @@ alternately, `--rounds` times after one warm-up call each, and prints the median
 throughputs in time steps per second (spread / equal; issue 16's target is >= 0.8), with the
 groups and distinct batch shapes each makes, the load average beside the figures, and the
 largest difference between a sample of the set's features and those of each series encoded
-alone. Only ratios measured in one run mean anything on a shared machine.
+alone (relative to the largest feature). Times are the process's CPU time (one torch thread):
+on a shared machine wall-clock rounds vary by 2x, CPU time by ~10%, and only ratios measured in
+one run mean anything.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def compare(model: CNNKMeans, name: str, raw: np.ndarray, rounds: int) -> None:
     )
     together = model.encode(spread, lengths)[sample]
     alone = np.concatenate([model.encode(spread[i : i + 1], lengths[i : i + 1]) for i in sample])
+    scale = float(np.abs(alone).max())
     print(
         f"{name}: {len(lengths)} series, lengths {lengths.min()}-{lengths.max()} "
         f"(mean {mean}); {describe(lengths)}\n"
@@ -100,7 +103,7 @@ def compare(model: CNNKMeans, name: str, raw: np.ndarray, rounds: int) -> None:
         f"{(steps['spread'] / cold['spread']) / (steps['equal'] / cold['equal']):.2f}\n"
         f"  median s: spread {statistics.median(times['spread']):.3f}, equal "
         f"{statistics.median(times['equal']):.3f} ({describe(equal_lengths)}); "
-        f"max |together - alone| {np.abs(together - alone).max():.1e}; "
+        f"max |together - alone| / max |alone| {np.abs(together - alone).max() / scale:.1e}; "
         f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         flush=True,
     )
