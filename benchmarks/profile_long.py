@@ -5,8 +5,9 @@
 At the default hyperparameters, on `--count` random walks of `--length` steps (issue 16 item 2:
 100 series of length 1,460), it prints:
 
-- the seconds per training step with block recomputation off and on, alternated step by step in
-  one process (median of each and their ratio, in CPU time: the ratio holds on a loaded machine);
+- the seconds per training step with block recomputation off and on, both on the same windows in
+  alternating order, in one process (medians and the per-step ratio, in CPU time, which holds up
+  on a loaded machine better than wall time);
 - the peak RSS of a process that only trains (recomputation off, then on, each in a process of its
   own) and of one that only encodes, beside the RSS right after start-up;
 - the convolution calls and distinct convolution shapes (input, weight, dilation) per step, and
@@ -74,10 +75,12 @@ def setup(args: argparse.Namespace) -> tuple:
     return config, rng, series, encoder, np.full(args.count, args.length)
 
 
-def step(encoder, optimizer, config, rng, series, lengths) -> float:
+def step(encoder, optimizer, config, rng, series, lengths, triplets=None) -> float:
+    """CPU seconds of one optimisation step (on `triplets` if given, else freshly drawn)."""
     began = time.process_time()
-    anchors = rng.permutation(len(lengths))[: config.batch_size]
-    triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
+    if triplets is None:
+        anchors = rng.permutation(len(lengths))[: config.batch_size]
+        triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
     loss = triplet_loss(encoder, series, triplets)
     optimizer.zero_grad()
     loss.backward()
@@ -130,15 +133,24 @@ def main() -> None:
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     times: dict[bool, list[float]] = {False: [], True: []}
     with ConvShapes() as shapes:
-        for i in range(2 * args.steps):
-            encoder.recompute = bool(i % 2)
-            times[encoder.recompute].append(step(encoder, optimizer, config, rng, series, lengths))
-            counts = shapes.take()
-            if i < 6 or i == 2 * args.steps - 1:
-                print(f"  step {i} recompute={encoder.recompute}: conv calls/shapes/new {counts}")
+        for i in range(args.steps):
+            # Both modes on the same windows (window lengths vary a lot from step to step),
+            # in alternating order.
+            anchors = rng.permutation(len(lengths))[: config.batch_size]
+            triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
+            for recompute in (False, True) if i % 2 else (True, False):
+                encoder.recompute = recompute
+                times[recompute].append(
+                    step(encoder, optimizer, config, rng, series, lengths, triplets)
+                )
+                counts = shapes.take()
+                if i < 3 or i == args.steps - 1:
+                    print(f"  step {i} recompute={recompute}: conv calls/shapes/new {counts}")
+    ratios = [on / off for off, on in zip(times[False][1:], times[True][1:], strict=True)]
     off, on = statistics.median(times[False][1:]), statistics.median(times[True][1:])
     print(
-        f"step CPU s: recompute off {off:.2f}, on {on:.2f} (x{on / off:.2f}); "
+        f"step CPU s: recompute off {off:.2f}, on {on:.2f}; on/off same windows: median "
+        f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
         f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     encoder.recompute = True
