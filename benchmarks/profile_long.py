@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,9 +96,18 @@ def top_ops(run, rows: int = 6) -> str:
     return "\n".join(table.splitlines()[: rows + 4])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec from
+    the parent, so a child started by a large process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> dict:
     """One measurement in this process: 'train0', 'train1' (recompute off/on) or 'encode'."""
-    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start_rss = peak_rss_mb()
     config, rng, series, encoder, lengths = setup(args)
     if args.child == "encode":
         model = CNNKMeans(config, device=torch.device("cpu"))
@@ -114,7 +124,7 @@ def child(args: argparse.Namespace) -> dict:
         times = [step(encoder, optimizer, config, rng, series, lengths) for _ in range(args.steps)]
         result = {"step_s_cpu": statistics.median(times[2:])}
     result["start_rss_mb"] = start_rss
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
