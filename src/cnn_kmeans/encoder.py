@@ -26,8 +26,8 @@ TRAINING_GROUPS = 3
 # padded widths (see `length_buckets`). Grouping by exact width made many tiny batches on spread
 # lengths (GesturePebbleZ1: 48 groups for 304 series, 0.60x the time steps/s of equal lengths;
 # AllGestureWiimoteX 0.63x); merging widths within 10/20/30% gave 0.84/0.85/0.91x and
-# 0.81/0.82/0.88x (benchmarks/bench_lengths.py, CPU time, interleaved): fewer, fuller batches
-# outweigh the padding they add.
+# 0.81/0.82/0.88x (benchmarks/bench_lengths.py, CPU time, interleaved); at 25%, 0.93x and 0.92x
+# (13 and 26 groups): fewer, fuller batches outweigh the padding they add.
 PADDING_WASTE = 0.25
 
 
