@@ -24,6 +24,13 @@ WIDTH_MULTIPLE = 16
 # steady-state peak RSS fell from ~640 to ~460 MB for ~10% longer equal-length steps (a group
 # per distinct length, 10 anchors + 110 others, gave twice the shapes and a fragmented heap).
 TRAINING_GROUPS = 3
+# An inference batch may pad its series by at most this share of its cells beyond their own
+# padded widths (see `length_buckets`). Grouping by exact width made many tiny batches on spread
+# lengths (GesturePebbleZ1: 48 groups for 304 series, 0.60x the time steps/s of equal lengths;
+# AllGestureWiimoteX 0.63x); merging widths within 10/20/30% gave 0.84/0.85/0.91x and
+# 0.81/0.82/0.88x (benchmarks/bench_lengths.py, CPU time, interleaved); at 25%, 0.93x and 0.92x
+# (13 and 26 groups): fewer, fuller batches outweigh the padding they add.
+PADDING_WASTE = 0.25
 
 
 class CausalConv(nn.Module):
@@ -157,35 +164,45 @@ def padded_width(length: np.ndarray | int) -> np.ndarray | int:
     return -(-length // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
 
 
-def length_buckets(lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0) -> list:
+def length_buckets(
+    lengths: np.ndarray, *, groups: int = 0, max_cells: int = 0, waste: float = PADDING_WASTE
+) -> list:
     """Group windows of similar length so each group pads little.
 
     Args:
         lengths: (M,) window lengths.
         groups: when > 0, this many groups of equal count (sizes differ by at most one) of the
             sorted lengths (training steps).
-        max_cells: when > 0, groups of one padded width whose size (count x width) stays within
-            this budget (inference over many series; bounds memory). Counts are powers of two:
-            the largest that fits, then the remainder as a sum of smaller powers, so calls after
-            calls meet the same few batch shapes (oneDNN reuses its compiled convolutions).
+        max_cells: when > 0, groups for inference over many series, made longest first: a group
+            takes the longest series left, then the next longest ones while its size (count x
+            padded width) stays within this budget (bounds memory) and the padding it adds to its
+            series' own padded widths stays within `waste` of its cells. Counts are powers of two
+            (the largest that fits), so calls after calls meet few batch shapes and oneDNN reuses
+            its compiled convolutions.
+        waste: see `max_cells`.
 
     Returns:
         A list of index arrays into `lengths`.
     """
-    order = np.argsort(lengths, kind="stable")
-    if not max_cells or not len(order):
+    if not max_cells or not len(lengths):
+        order = np.argsort(lengths, kind="stable")
         return [g for g in np.array_split(order, max(1, groups)) if len(g)]
-    widths, starts = np.unique(padded_width(lengths[order]), return_index=True)
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    widths = padded_width(lengths[order])
+    # cells[k] = own padded cells of the k longest series; a group [i, i + k) is within the waste
+    # bound when cells[i + k] - cells[i] >= (1 - waste) * k * widths[i]. Its mean width only
+    # falls as k grows, so the counts that pass form a prefix. Padding on the right is exact:
+    # causal convolutions never read past a position, and pooling is masked to each length.
+    cells = np.concatenate([[0], np.cumsum(widths)])
     chunks = []
-    for width, same_width in zip(widths.tolist(), np.split(order, starts[1:]), strict=True):
-        size = 1 << (max(1, max_cells // width).bit_length() - 1)
-        full = len(same_width) - len(same_width) % size
-        chunks.extend(same_width[i : i + size] for i in range(0, full, size))
-        rest = same_width[full:]
-        while len(rest):
-            size = 1 << (len(rest).bit_length() - 1)
-            chunks.append(rest[:size])
-            rest = rest[size:]
+    i = 0
+    while i < len(order):
+        width = int(widths[i])
+        count = np.arange(1, min(max(1, max_cells // width), len(order) - i) + 1)
+        fits = cells[i + count] - cells[i] >= (1.0 - waste) * width * count
+        size = 1 << (int(fits.sum()).bit_length() - 1)
+        chunks.append(order[i : i + size])
+        i += size
     return chunks
 
 

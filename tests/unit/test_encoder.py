@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn_kmeans.encoder import (
+    PADDING_WASTE,
     CausalBlock,
     CausalConv,
     Encoder,
@@ -101,23 +102,48 @@ def test_deep_encoder_on_short_series_equals_plain_causal_network():
     torch.testing.assert_close(encoder(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_length_buckets_partition_windows():
+def test_training_groups_have_the_same_sizes_step_after_step():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 200, size=500)
-    for groups in (
-        length_buckets(lengths, groups=4),
-        length_buckets(lengths, max_cells=3000),
-    ):
-        assert sorted(np.concatenate(groups).tolist()) == list(range(500))
-    inference = length_buckets(lengths, max_cells=3000)
-    for group in inference:
-        assert len(group) == 1 or len(group) * padded_width(lengths[group].max()) <= 3000
-    # Few batch shapes however many series: one width per group, power-of-two counts.
-    assert all(len(set(padded_width(lengths[g]))) == 1 for g in inference)
-    assert {len(g) for g in inference} <= {1, 2, 4, 8, 16, 32, 64, 128}
-    # Training groups have the same sizes step after step, whatever the lengths drawn.
+    assert sorted(np.concatenate(length_buckets(lengths, groups=4)).tolist()) == list(range(500))
     for lengths in (np.array([150] * 10 + [40] * 110), rng.integers(1, 151, size=120)):
         assert [len(g) for g in length_buckets(lengths, groups=3)] == [40, 40, 40]
+
+
+SPREADS = {
+    "AllGestureWiimoteX-like": np.random.default_rng(0).integers(11, 386, size=2000),
+    "GesturePebbleZ1-like": np.random.default_rng(1).integers(29, 362, size=172),
+    "long and short": np.random.default_rng(2).integers(1, 3000, size=300),
+    "equal": np.full(1000, 150),
+    "one": np.array([7]),
+}
+
+
+@pytest.mark.parametrize("name", SPREADS)
+def test_inference_groups_are_few_full_and_pad_little(name):
+    lengths, budget = SPREADS[name], 8192
+    groups = length_buckets(lengths, max_cells=budget)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    left = np.ones(len(lengths), dtype=bool)  # series not in this group or an earlier one
+    shapes = set()
+    for group in groups:
+        count, width = len(group), int(padded_width(lengths[group].max()))
+        shapes.add((count, width))
+        own = int(padded_width(lengths[group]).sum())
+        # Power-of-two counts; within the cell budget (memory) and the padding bound.
+        assert count & (count - 1) == 0
+        assert count == 1 or count * width <= budget
+        assert own >= (1 - PADDING_WASTE) * count * width
+        # Made longest first, and never less than half as large as the bounds allow: the next
+        # `count` longest series left would break one of them (tiny batches are slow).
+        left[group] = False
+        assert lengths[left].max(initial=0) <= lengths[group].min()
+        following = np.sort(lengths[left])[::-1][:count]
+        if len(following) == count:
+            together = own + int(padded_width(following).sum())
+            assert 2 * count * width > budget or together < (1 - PADDING_WASTE) * 2 * count * width
+    # Few shapes, so oneDNN reuses its compiled convolutions: at most two counts per width.
+    assert len(shapes) <= 2 * len({width for _, width in shapes})
 
 
 def test_encode_windows_matches_one_window_at_a_time():
@@ -136,6 +162,24 @@ def test_encode_windows_matches_one_window_at_a_time():
             ]
         )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_batches_of_mixed_widths_give_each_series_its_own_features():
+    # Dilations up to 128 on lengths 1-300: groups merge widths across the lengths where a
+    # convolution's taps change, and every series must still get the features it gets alone.
+    encoder = make_encoder(blocks=7)
+    lengths = np.random.default_rng(3).integers(1, 301, size=120)
+    series = torch.randn(120, 300).masked_fill(
+        torch.arange(300) >= torch.tensor(lengths)[:, None], 0
+    )
+    groups = length_buckets(lengths, max_cells=2048)
+    assert max(len(set(padded_width(lengths[g]))) for g in groups) >= 3  # widths merge
+    with torch.inference_mode():
+        got = encode_windows(
+            encoder, series, np.arange(120), np.zeros(120, dtype=np.int64), lengths, max_cells=2048
+        )
+        alone = torch.cat([encoder(series[i : i + 1, :n]) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
 
 
 def test_recomputing_blocks_in_backward_gives_the_same_gradients():

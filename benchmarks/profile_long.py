@@ -1,0 +1,184 @@
+"""Where a training step and encoding spend time and memory on long series (not run by CI).
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/profile_long.py [--length 1460] [--steps 12]
+
+At the default hyperparameters, on `--count` random walks of `--length` steps (issue 16 item 2:
+100 series of length 1,460), it prints:
+
+- the seconds per training step with block recomputation off and on, both on the same windows in
+  alternating order, in one process (medians and the per-step ratio, in CPU time, which holds up
+  on a loaded machine better than wall time);
+- the peak RSS of a process that only trains (recomputation off, then on, each in a process of its
+  own) and of one that only encodes, beside the RSS right after start-up;
+- the convolution calls and distinct convolution shapes (input, weight, dilation) per step, and
+  how many shapes were new to the process at each step (each new one makes oneDNN build a
+  primitive);
+- the operators that take the most CPU time in a profiled step and in encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnn_kmeans.config import Config
+from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.loss import sample_triplets, triplet_loss
+from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.trainer import as_tensor
+
+
+class ConvShapes:
+    """Counts F.conv1d calls and their shapes while installed."""
+
+    def __init__(self) -> None:
+        self.seen: set = set()
+        self.step: list = []
+        self.original = F.conv1d
+
+    def __enter__(self) -> ConvShapes:
+        def counted(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+            self.step.append((tuple(x.shape), tuple(weight.shape), dilation))
+            return self.original(x, weight, bias, stride, padding, dilation, groups)
+
+        F.conv1d = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        F.conv1d = self.original
+
+    def take(self) -> dict:
+        shapes = set(self.step)
+        new = len(shapes - self.seen)
+        self.seen |= shapes
+        calls, self.step = len(self.step), []
+        return {"calls": calls, "shapes": len(shapes), "new": new}
+
+
+def setup(args: argparse.Namespace) -> tuple:
+    config = Config()
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    values = np.cumsum(rng.normal(size=(args.count, args.length)), axis=1) / 5
+    series = as_tensor(values, torch.device("cpu"))
+    encoder = Encoder.from_config(config)
+    return config, rng, series, encoder, np.full(args.count, args.length)
+
+
+def step(encoder, optimizer, config, rng, series, lengths, triplets=None) -> float:
+    """CPU seconds of one optimisation step (on `triplets` if given, else freshly drawn)."""
+    began = time.process_time()
+    if triplets is None:
+        anchors = rng.permutation(len(lengths))[: config.batch_size]
+        triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
+    loss = triplet_loss(encoder, series, triplets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return time.process_time() - began
+
+
+def top_ops(run, rows: int = 6) -> str:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return "\n".join(table.splitlines()[: rows + 4])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec from
+    the parent, so a child started by a large process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measurement in this process: 'train0', 'train1' (recompute off/on) or 'encode'."""
+    start_rss = peak_rss_mb()
+    config, rng, series, encoder, lengths = setup(args)
+    if args.child == "encode":
+        model = CNNKMeans(config, device=torch.device("cpu"))
+        model.encoder_ = encoder
+        values = series.numpy()
+        model.encode(values[:10], lengths[:10])
+        began = time.process_time()
+        model.encode(values, lengths)
+        rate = len(lengths) / (time.process_time() - began)
+        result = {"series_per_s_cpu": rate}
+    else:
+        encoder.recompute = args.child == "train1"
+        optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
+        times = [step(encoder, optimizer, config, rng, series, lengths) for _ in range(args.steps)]
+        result = {"step_s_cpu": statistics.median(times[2:])}
+    result["start_rss_mb"] = start_rss
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--length", type=int, default=1460)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    print(f"length {args.length}, {args.count} series, torch threads {torch.get_num_threads()}")
+    config, rng, series, encoder, lengths = setup(args)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with ConvShapes() as shapes:
+        for i in range(args.steps):
+            # Both modes on the same windows (window lengths vary a lot from step to step),
+            # in alternating order.
+            anchors = rng.permutation(len(lengths))[: config.batch_size]
+            triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
+            for recompute in (False, True) if i % 2 else (True, False):
+                encoder.recompute = recompute
+                times[recompute].append(
+                    step(encoder, optimizer, config, rng, series, lengths, triplets)
+                )
+                counts = shapes.take()
+                if i < 3 or i == args.steps - 1:
+                    print(f"  step {i} recompute={recompute}: conv calls/shapes/new {counts}")
+    ratios = [on / off for off, on in zip(times[False][1:], times[True][1:], strict=True)]
+    off, on = statistics.median(times[False][1:]), statistics.median(times[True][1:])
+    print(
+        f"step CPU s: recompute off {off:.2f}, on {on:.2f}; on/off same windows: median "
+        f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
+        f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    encoder.recompute = True
+    print("one step (recompute on), by self CPU time:")
+    print(top_ops(lambda: step(encoder, optimizer, config, rng, series, lengths)))
+    model = CNNKMeans(config, device=torch.device("cpu"))
+    model.encoder_ = encoder
+    with ConvShapes() as shapes:
+        print("encoding, by self CPU time:")
+        print(top_ops(lambda: model.encode(series.numpy(), lengths)))
+        print(f"  encoding conv calls/shapes {shapes.take()}")
+    for mode in ("train0", "train1", "encode"):
+        command = [sys.executable, __file__, "--child", mode]
+        command += ["--length", str(args.length), "--count", str(args.count)]
+        command += ["--steps", str(args.steps)]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        print(f"{mode} (own process): {out.strip()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
