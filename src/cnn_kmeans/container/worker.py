@@ -36,9 +36,12 @@ from typing import Any, TypeVar
 from gunicorn.workers.gthread import ThreadWorker
 
 # Per request in progress: long enough for an idle worker (woken by the same connection) to
-# accept first on a loaded machine, short against the 2 s ping budget and a request's latency.
-ACCEPT_DEFERRAL_S = 0.05
-MAX_DEFERRAL_S = 0.5
+# accept first, short against the 2 s ping budget and a request's latency. Every accept of a
+# busy worker waits this long, so it caps a saturated worker's request rate: at 50 ms (cap
+# 0.5 s), 16 clients sending single rows to 2 workers got 26 requests/s (p50 613 ms); at 10 ms
+# (cap 50 ms), 118/s (p50 134 ms), same run of benchmarks/bench_serve.py on a quiet machine.
+ACCEPT_DEFERRAL_S = 0.01
+MAX_DEFERRAL_S = 0.05
 
 T = TypeVar("T")
 
