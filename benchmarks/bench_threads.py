@@ -41,7 +41,7 @@ SETTINGS = ("default", "chosen", "passive", "one")
 LABELS = {
     "default": "torch's default",
     "chosen": "chosen (API, training job)",
-    "passive": "chosen + OMP_WAIT_POLICY=PASSIVE (CLI)",
+    "passive": "chosen + OMP_WAIT_POLICY=PASSIVE",
     "one": "one thread",
 }
 SCRUBBED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CNN_KMEANS_THREADS", "OMP_WAIT_POLICY")

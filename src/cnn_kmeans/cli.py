@@ -24,7 +24,6 @@ from cnn_kmeans.report import (
 )
 from cnn_kmeans.threads import (
     THREADS_ENV,
-    WAIT_POLICY_ENV,
     available_cores,
     set_threads,
     threads_setting,
@@ -233,11 +232,10 @@ def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Before torch and scikit-learn load OpenMP, which reads it once: idle OpenMP threads sleep
-    # instead of spinning, so a busy core (another program) does not stall every parallel
-    # region. Two threads beside one busy process, a GunPoint-sized step: 28-37 s spinning,
-    # 2.1-3.3 s passive, 2.5-2.7 s with one thread (bench_threads.py). A value set is kept.
-    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
+    # OMP_WAIT_POLICY is left to the user: PASSIVE made quiet-machine steps 1.8x slower (0.299
+    # vs 0.168 s) and gained only 1.1x beside one busy process, where one thread gained 3.1x
+    # (bench_threads.py, README "Threads"). The commands still import torch only once main()
+    # runs, so a policy set in the environment reaches OpenMP as it loads.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if argv[:1] == ["spec"]:  # its options are the spec command's own (argparse can't forward)
         from cnn_kmeans.container import algorithm  # the container layer: only for this command

@@ -194,18 +194,19 @@ def test_same_seed_and_same_threads_give_bit_identical_weights():
     assert result.stdout.strip() == "True", result.stderr
 
 
-def test_cli_sets_a_passive_wait_policy_before_openmp_loads_unless_one_is_set(monkeypatch):
+def test_cli_leaves_the_wait_policy_to_the_user_and_loads_openmp_only_in_main(monkeypatch):
     """OpenMP reads OMP_WAIT_POLICY once, when torch loads: the CLI module must not load torch
-    before main() has set it."""
+    before main() runs, and main() must not change the policy (PASSIVE measured 1.8x slower on
+    a quiet machine)."""
     probe = "import sys, cnn_kmeans.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
     monkeypatch.setenv("OMP_WAIT_POLICY", "unset")  # recorded, so restored after the test
-    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+    for preset, expected in ((None, None), ("ACTIVE", "ACTIVE"), ("PASSIVE", "PASSIVE")):
         if preset is None:
             monkeypatch.delenv("OMP_WAIT_POLICY")
         else:
             monkeypatch.setenv("OMP_WAIT_POLICY", preset)
         with torch_threads(None):  # main() sets the process's count: restored after
             code = cli.main(["predict", "--model-dir", "/nonexistent", str(TEST_CSV)])
-        assert code == 2 and os.environ["OMP_WAIT_POLICY"] == expected
+        assert code == 2 and os.environ.get("OMP_WAIT_POLICY") == expected
