@@ -232,9 +232,9 @@ def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-kmeans` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # OMP_WAIT_POLICY is left to the user: PASSIVE made quiet-machine steps 1.8x slower (0.299
-    # vs 0.168 s) and gained only 1.1x beside one busy process, where one thread gained 3.1x
-    # (bench_threads.py, README "Threads"). The commands still import torch only once main()
+    # OMP_WAIT_POLICY is left to the user: PASSIVE made quiet-machine steps 1.8x slower and gave
+    # 0.85-1.1x beside one busy process, where one thread gave 2.0-3.1x (bench_threads.py, two
+    # runs; README "Threads"). The commands still import torch only once main()
     # runs, so a policy set in the environment reaches OpenMP as it loads.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if argv[:1] == ["spec"]:  # its options are the spec command's own (argparse can't forward)
