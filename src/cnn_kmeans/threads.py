@@ -19,11 +19,10 @@ from pathlib import Path
 from cnn_kmeans.errors import UserError
 
 # torch is imported inside the functions that use it: importing this module must not load
-# OpenMP, so that the CLI can set OMP_WAIT_POLICY first.
+# OpenMP, so that OpenMP settings in the environment (OMP_WAIT_POLICY) still apply when it loads.
 
 THREADS_ENV = "CNN_KMEANS_THREADS"
 OMP_ENV = "OMP_NUM_THREADS"
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 
 
 def available_cores(
