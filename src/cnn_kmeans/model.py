@@ -254,7 +254,8 @@ class CNNKMeans:
         # after: running the restarts one by one here would reproduce its result only through
         # its private functions (its seeding of each restart), which differ across versions.
         began = time.perf_counter()
-        if self.progress and len(features) * k >= KMEANS_ANNOUNCE:
+        announce = self.progress and len(features) * k >= KMEANS_ANNOUNCE
+        if announce:
             log.info(
                 "KMeans k=%d (%s, 10 restarts) on %d x %d features...",
                 k,
@@ -262,7 +263,7 @@ class CNNKMeans:
                 *features.shape,
             )
         kmeans.fit(features)
-        if self.progress and len(features) * k >= KMEANS_ANNOUNCE:
+        if announce:
             log.info(
                 "KMeans k=%d fitted in %.1f s (%d iterations, inertia %.4g)",
                 k,
