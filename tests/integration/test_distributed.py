@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -141,3 +142,26 @@ def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_jo
     assert "resumed from checkpoint" in err
     assert len(metric_values(out)["train_loss"]) == 12 - done
     assert_same_encoder(root / "model", straight / "model")
+
+
+# Loaded by every Python process of the job (PYTHONPATH): a worker (torchrun sets LOCAL_RANK)
+# aborts if the interpreter's finalization runs, as gloo's threads can make it do at random.
+_ABORT_AT_FINALIZATION = """\
+import atexit, os
+if "LOCAL_RANK" in os.environ:
+    atexit.register(os.abort)
+"""
+
+
+def test_a_finished_worker_cannot_fail_the_job_while_the_interpreter_tears_down(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_ABORT_AT_FINALIZATION)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    root = make_job(tmp_path / "job", {**HYPERPARAMETERS, "epochs": "1"}, CHANNELS)
+    process = start(root, CNN_KMEANS_PROCESSES_PER_HOST="2", PYTHONPATH=path)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    assert "world size 2" in err and len(metric_values(out)["train_loss"]) == 1
+    assert (root / "model" / "config.json").is_file()
+    assert not (root / "output" / "failure").exists()

@@ -49,14 +49,21 @@ def start_host(host: netns.Host, root: Path, **extra: str) -> subprocess.Popen:
         return subprocess.Popen(host.command(train_command()), env=env, stdout=out, stderr=err)
 
 
-def finish(processes: list[subprocess.Popen], hosts: list[netns.Host], timeout: float) -> None:
-    """Wait for every host's process; on timeout kill everything in the namespaces and fail."""
+def finish(
+    processes: list[subprocess.Popen], hosts: list[netns.Host], roots: list[Path], timeout: float
+) -> None:
+    """Wait for every host's process; on timeout kill everything in the namespaces and fail
+    with the end of each host's log."""
     deadline = time.monotonic() + timeout
     try:
         for process in processes:
             process.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the hosts did not finish within {timeout} s (they never met)")
+        tails = "".join(
+            f"\n--- {host.name} (exit {process.poll()}):\n{log_of(root)[-2000:]}"
+            for host, process, root in zip(hosts, processes, roots, strict=True)
+        )
+        pytest.fail(f"the hosts did not finish within {timeout} s{tails}")
     finally:
         for host in hosts:  # torchrun's workers included, whatever their process group
             pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True)
@@ -77,7 +84,7 @@ def test_two_hosts_meet_over_the_job_interface_whatever_the_hostname(namespaces,
             set_hosts(root, host.name, HOSTS, netns.INTERFACE)
             roots.append(root)
             processes.append(start_host(host, root))
-        finish(processes, hosts, JOB_TIMEOUT)
+        finish(processes, hosts, roots, JOB_TIMEOUT)
         logs = [log_of(root) for root in roots]
     for process, log in zip(processes, logs, strict=True):
         assert process.returncode == 0, log[-3000:]
@@ -96,7 +103,7 @@ def test_a_host_whose_name_never_resolves_fails_the_job_naming_it(namespaces, tm
         set_hosts(root, "algo-1", HOSTS, netns.INTERFACE)
         began = time.monotonic()
         process = start_host(hosts[0], root, CNN_KMEANS_HOST_WAIT_SECONDS="3")
-        finish([process], hosts, 60)
+        finish([process], hosts, [root], 60)
     assert process.returncode == 1, log_of(root)[-3000:]
     assert time.monotonic() - began < 40
     failure = (root / "output" / "failure").read_text()

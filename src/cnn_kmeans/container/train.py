@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from cnn_kmeans.container.environment import Layout, TrainingEnvironment, root_from
 from cnn_kmeans.container.stopping import StopFlag, StoppedEarly, Terminated
@@ -42,9 +42,7 @@ FAILURE_LIMIT = 1024  # SageMaker shows this many characters of output/failure
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job (or, with `worker`, one data-parallel process of it); returns the exit code."""
     stop = StopFlag().install()  # first: see stopping.py
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["train"]:  # SageMaker passes the literal word; it selects nothing here
-        args = args[1:]
+    args = _arguments(sys.argv[1:] if argv is None else argv)
     worker = args == ["worker"]  # started by torchrun (see launch.py)
     local_leader = not worker or os.environ.get("LOCAL_RANK", "0") == "0"
     logging.basicConfig(
@@ -100,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(f"Algorithm error: {type(error).__name__}: {error}")
         return EXIT_ALGORITHM_ERROR
     return 0
+
+
+def _arguments(argv: Sequence[str]) -> list[str]:
+    """The entrypoint's arguments: SageMaker passes the literal word `train`, which selects
+    nothing here."""
+    args = list(argv)
+    return args[1:] if args[:1] == ["train"] else args
 
 
 def _stopped_message(error: TrainingInterrupted) -> str:
@@ -171,5 +176,23 @@ def _fail(layout: Layout, message: str) -> None:
         log.exception("cannot write %s", layout.failure_file)
 
 
+def _exit_worker(code: int) -> NoReturn:
+    """End a data-parallel worker now, without the interpreter's finalization.
+
+    A worker that has left the process group has nothing left to do, but at finalization
+    gloo's threads can still reach for the GIL of a dying interpreter and abort the process
+    (SIGABRT, "terminate called without an active exception": seen once in CI on a rank that
+    had finished, which failed its host and left the other host waiting for it). Everything the
+    worker wrote is flushed first; os._exit skips only the teardown.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if _arguments(sys.argv[1:]) == ["worker"]:
+        _exit_worker(exit_code)
+    sys.exit(exit_code)
