@@ -242,3 +242,19 @@ def test_sample_data_is_ragged_with_gaps(sample_dir):
     assert (inside & ~finite).any(axis=1).sum() > 50  # many rows have inner gaps
     assert (first > 0).sum() > 5  # some start with a gap
     assert len(set(last - first)) > 30  # lengths vary
+
+
+def test_encoding_every_series_makes_no_copy_of_them(fitted):
+    """A job encodes all its series at the end of training: at 10^6 series a copy of the
+    scaled values is 600 MB more at the peak (benchmarks/bench_scale.py)."""
+    import tracemalloc
+
+    rows, _ = cylinder_bell_funnel(600, seed=9, low=150, high=200)
+    scaled, lengths = prepare(rows)
+    zero_filled = fitted.encode(np.nan_to_num(scaled), lengths)
+    tracemalloc.start()  # numpy's allocations are traced; torch's are not
+    features = fitted.encode(scaled, lengths)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < scaled.nbytes / 4, f"{peak:,} bytes allocated for {scaled.nbytes:,} of series"
+    np.testing.assert_array_equal(features, zero_filled)
