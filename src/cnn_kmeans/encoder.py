@@ -225,7 +225,8 @@ def encode_windows(
 
     Args:
         encoder: the encoder.
-        series: (N, L) left-aligned series on the encoder's device, zero after each series' end.
+        series: (N, L) left-aligned series on the encoder's device; what follows each series'
+            end (zeros, NaN) is never read: every step past a window's end is zeroed.
         index, start, length: (M,) int64 window descriptions (length >= 1).
         groups, max_cells: see `length_buckets`.
         transform: optional (scale (M,), offset (M,), noise (M, W)) float32: window i is encoded

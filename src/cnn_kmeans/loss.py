@@ -138,7 +138,7 @@ def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> 
 
     Args:
         encoder: the encoder.
-        series: (N, L) left-aligned series, zero after each series' end, on the encoder's device.
+        series: (N, L) left-aligned series on the encoder's device (see `encode_windows`).
         triplets: the sampled windows.
 
     Returns:

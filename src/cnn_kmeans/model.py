@@ -325,20 +325,12 @@ class CNNKMeans:
         """
         world = self.world if distributed else World(device=self.device)
         rows = world.shard(len(lengths))
-        mine = scaled if len(rows) == len(lengths) else scaled[rows]
-        if self.device.type == "cpu":
-            # The NaN-padded series as they are, not a zero-filled copy (N x L float32 more at
-            # the peak): encode_windows zeroes every step past a window's end, and a series'
-            # steps before its end are finite (`prepare` filled the gaps).
-            series = torch.from_numpy(np.ascontiguousarray(mine, dtype=np.float32))
-        else:
-            series = as_tensor(mine, self.device)
         progress = Progress("encoding", len(rows), "series", enabled=self.progress)
         self.encoder_.eval()
         with torch.inference_mode():
             features = encode_windows(
                 self.encoder_,
-                series,
+                as_tensor(scaled if len(rows) == len(lengths) else scaled[rows], self.device),
                 np.arange(len(rows)),
                 np.zeros(len(rows), dtype=np.int64),
                 lengths[rows],
