@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ _NUMERIC_CELL_RE = re.compile(rf'[ \t]*(?:{_NUMBER}|"{_NUMBER}")[ \t]*')
 _INFINITY_RE = re.compile(r'[ \t]*"?[+-]?(?:inf|infinity)"?[ \t]*', re.IGNORECASE)
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Channel files are parsed in blocks of about this many bytes (see `_read_blocks`).
+CHANNEL_BLOCK_BYTES = 32 * 2**20
 _MAX_QUOTED = 40
 _ACCEPTED = (
     "write plain decimal numbers such as 1.5, -2, .5 or 1e-3 (optionally in double quotes), "
@@ -100,16 +102,17 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
     flats: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for file in files:
-        flat, file_counts = _parse_flat(_read_bytes(file), str(file), skip_blank_lines=True)
-        if file_counts.size == 0:
+        rows = len(counts)
+        for flat, block_counts in _read_blocks(file):
+            flats.append(flat)
+            counts.append(block_counts)
+        if not any(len(c) for c in counts[rows:]):
             logger.warning("%s holds no rows", file)
-        flats.append(flat)
-        counts.append(file_counts)
-    all_counts = np.concatenate(counts)
+    all_counts = np.concatenate(counts) if counts else np.empty(0, dtype=np.int64)
     if all_counts.size == 0:
         where = "the file" if root.is_file() else f"the {len(files)} file(s) in this folder"
         raise UserError(f"{root}: no rows in {where}; put CSV data with {_LAYOUT} there")
-    values = _pad_flat(np.concatenate(flats), all_counts)
+    values = _assemble(flats, counts)
     logger.info(
         "read %d series (longest %d values) from %d file(s) under %s",
         values.shape[0],
@@ -139,6 +142,22 @@ def _pad_flat(flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _assemble(flats: list[np.ndarray], counts: list[np.ndarray]) -> np.ndarray:
+    """`_pad_flat` of the concatenated blocks, each block freed once copied (emptying both
+    lists): the peak is the result plus the blocks not yet copied, not two copies of it."""
+    width = max(int(c.max()) for c in counts if c.size)
+    out = np.full((sum(c.size for c in counts), width), np.nan, dtype=np.float32)
+    row = 0
+    flats.reverse()
+    counts.reverse()
+    while counts:
+        flat, block = flats.pop(), counts.pop()
+        rows = out[row : row + block.size]
+        rows[np.arange(width) < block[:, None]] = flat
+        row += block.size
+    return out
+
+
 def _list_files(root: Path) -> list[Path]:
     """Regular, non-hidden files under root, recursively, sorted by path."""
     found: list[str] = []
@@ -153,31 +172,58 @@ def _list_files(root: Path) -> list[Path]:
     return [Path(name) for name in sorted(found)]
 
 
-def _read_bytes(file: Path) -> bytes:
-    """File contents, gunzipped when they start with the gzip magic bytes."""
+def _read_blocks(file: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Values (float32, row-major) and row lengths of one channel file, block by block.
+
+    Blocks of about `CHANNEL_BLOCK_BYTES` end at a line end, so a file of any size is parsed in
+    a bounded working set (its bytes, text, lines and float64 cells live one block at a time);
+    errors name the line in the whole file. Gzip (by its magic bytes) is decompressed as a
+    stream.
+    """
+    source = str(file)
     try:
-        data = file.read_bytes()
+        with open(file, "rb") as raw:
+            gzipped = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            line, rows, tail = 0, 0, b""
+            while True:
+                try:
+                    chunk = stream.read(CHANNEL_BLOCK_BYTES)
+                except (OSError, EOFError, zlib.error) as exc:
+                    if not gzipped:
+                        raise
+                    raise UserError(
+                        f"{file}: corrupt gzip data ({exc}); re-compress the file or store it "
+                        "uncompressed"
+                    ) from exc
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
+                block, tail = data[:cut], data[cut:]
+                del data
+                if block:
+                    flat, counts = _parse_flat(
+                        block, source, skip_blank_lines=True, line_base=line, rows_before=rows
+                    )
+                    line += block.count(b"\n")
+                    rows += len(counts)
+                    yield flat, counts
+                if not chunk:
+                    return
     except OSError as exc:
         raise UserError(
             f"{file}: cannot read file ({exc.strerror}); check its permissions"
         ) from exc
-    if data.startswith(_GZIP_MAGIC):
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UserError(
-                f"{file}: corrupt gzip data ({exc}); re-compress the file or store it uncompressed"
-            ) from exc
-    return data
 
 
-def _decode(data: bytes, source: str) -> str:
-    """UTF-8 text of data; invalid bytes are reported with their line and column."""
+def _decode(data: bytes, source: str, line_base: int = 0) -> str:
+    """UTF-8 text of data; invalid bytes are reported with their line (after `line_base`
+    earlier lines) and column."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = line_base + data.count(b"\n", 0, exc.start) + 1
         column = data.count(b",", line_start, exc.start) + 1
         raise UserError(
             f"{source}: line {line}, column {column}: invalid UTF-8 "
@@ -186,11 +232,21 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _parse_flat(
-    data: bytes | str, source: str, *, skip_blank_lines: bool
+    data: bytes | str,
+    source: str,
+    *,
+    skip_blank_lines: bool,
+    line_base: int = 0,
+    rows_before: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert CSV; returns row-major values (sum(counts),) float32, counts (N,)."""
-    text = data if isinstance(data, str) else _decode(bytes(data), source)
-    if text.startswith("\ufeff"):
+    """Validate and convert CSV; returns row-major values (sum(counts),) float32, counts (N,).
+
+    A block of a longer file (`_read_blocks`) comes after `line_base` lines holding
+    `rows_before` rows: messages name lines in the whole file, and a BOM or a header can only
+    start it.
+    """
+    text = data if isinstance(data, str) else _decode(bytes(data), source, line_base)
+    if line_base == 0 and text.startswith("\ufeff"):
         text = text[1:]
     lines = text.split("\n")
     del text
@@ -201,13 +257,13 @@ def _parse_flat(
     counts: list[int] = []
     line_numbers: list[int] = []
     plain, strict = _PLAIN_LINE_RE.fullmatch, _LINE_RE.fullmatch
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, line_base + 1):
         if line.endswith("\r"):
             line = line[:-1]
         if not line or (line[0] in " \t" and not line.strip(" \t")):
             if skip_blank_lines:
                 continue
-            _check_values(flat, counts, line_numbers, lines, source)
+            _check_values(flat, counts, line_numbers, lines, source, line_base)
             raise UserError(
                 f"{source}: line {number}, column 1: blank line; remove it, every line of a "
                 "request must hold one series so output rows match input rows"
@@ -220,14 +276,15 @@ def _parse_flat(
                 del flat[start:]
         if len(flat) == start:
             if strict(line) is None:
-                _check_values(flat, counts, line_numbers, lines, source)
-                raise UserError(_diagnose(line, number, source, first_line=not counts))
+                _check_values(flat, counts, line_numbers, lines, source, line_base)
+                first = not counts and not rows_before
+                raise UserError(_diagnose(line, number, source, first_line=first))
             # Validated: quotes only ever wrap a whole cell, so they can simply go.
             flat.extend(map(_cell_value, line.replace('"', "").split(",")))
         counts.append(line.count(",") + 1)
         line_numbers.append(number)
 
-    values = _check_values(flat, counts, line_numbers, lines, source)
+    values = _check_values(flat, counts, line_numbers, lines, source, line_base)
     logger.debug("parsed %d rows from %s", len(counts), source)
     return values, np.array(counts, dtype=np.int64)
 
@@ -238,8 +295,10 @@ def _check_values(
     line_numbers: list[int],
     lines: list[str],
     source: str,
+    line_base: int = 0,
 ) -> np.ndarray:
-    """Reject float32 overflow and rows without values; returns flat as float32."""
+    """Reject float32 overflow and rows without values; returns flat as float32. `lines` are
+    the lines after the first `line_base` (see `_parse_flat`)."""
     values = np.frombuffer(flat, dtype=np.float64) if len(flat) else np.empty(0)
     with np.errstate(over="ignore"):
         values32 = values.astype(np.float32)
@@ -264,7 +323,7 @@ def _check_values(
             "remove the line or put at least one number in it"
         )
     column = int(overflow[0] - starts[bad_row]) + 1
-    cell = lines[line - 1].rstrip("\r").split(",")[column - 1].strip(" \t")
+    cell = lines[line - line_base - 1].rstrip("\r").split(",")[column - 1].strip(" \t")
     raise UserError(
         f"{source}: line {line}, column {column}: value {_quote(cell)} does not fit in float32 "
         "(magnitude above 3.4e38); rescale the data to smaller magnitudes"

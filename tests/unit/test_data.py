@@ -359,3 +359,76 @@ def test_pad_rows_empty_and_invalid():
     assert pad_rows([]).shape == (0, 0)
     with pytest.raises(ValueError, match="1-D"):
         pad_rows([np.zeros((2, 2))])
+
+
+def channel_text(rows: int, seed: int = 0) -> str:
+    """Ragged rows of 1-9 plain numbers, some cells empty or quoted, CRLF on every third line."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(rows):
+        cells = [f"{v:.3f}" for v in rng.normal(size=rng.integers(1, 10))]
+        if i % 5 == 0 and len(cells) > 1:
+            cells[-1] = ""
+        if i % 7 == 0:
+            cells[0] = f'"{cells[0]}"'
+        lines.append(",".join(cells) + ("\r\n" if i % 3 == 0 else "\n"))
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1000, 1 << 20])
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_channel_file_read_in_blocks_is_the_whole_file_parsed(
+    tmp_path, monkeypatch, block, compress
+):
+    monkeypatch.setattr("cnn_kmeans.data.CHANNEL_BLOCK_BYTES", block)
+    text = "\ufeff" + channel_text(300) + "1,2"  # a BOM first, no newline at the end
+    data = text.encode()
+    (tmp_path / "a.csv").write_bytes(gzip.compress(data) if compress else data)
+    np.testing.assert_array_equal(read_channel(tmp_path), parse_csv(data))
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ("1,x,3\n", "line 251, column 2: not a number: 'x'"),
+        ("1,2e99\n", "line 251, column 2: value '2e99' does not fit in float32"),
+        (",,\n", "line 251, column 1: row has no values"),
+        ("1,\xff\n", "line 251, column 2: invalid UTF-8"),
+    ],
+)
+def test_errors_name_the_line_in_the_whole_file_whatever_block_it_falls_in(
+    tmp_path, monkeypatch, bad, expected
+):
+    monkeypatch.setattr("cnn_kmeans.data.CHANNEL_BLOCK_BYTES", 97)
+    good = channel_text(250).replace("\r\n", "\n").encode()
+    payload = bad.encode("latin-1") if "\xff" in bad else bad.encode()
+    (tmp_path / "a.csv").write_bytes(good + payload + b"4,5\n")
+    with pytest.raises(UserError, match=re.escape(expected)):
+        read_channel(tmp_path)
+
+
+def test_a_header_is_recognised_only_on_the_first_row_of_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("cnn_kmeans.data.CHANNEL_BLOCK_BYTES", 16)
+    (tmp_path / "a.csv").write_text("\n\nvalue,other\n1,2\n")
+    with pytest.raises(UserError, match="line 3, column 1: 'value' looks like a header"):
+        read_channel(tmp_path)
+    (tmp_path / "a.csv").write_text("1,2\n" * 20 + "value,other\n")
+    with pytest.raises(UserError, match="line 21, column 1: not a number: 'value'"):
+        read_channel(tmp_path)
+
+
+def test_reading_a_channel_holds_the_values_not_copies_of_the_file(tmp_path, monkeypatch):
+    """A training channel of 10^6 series is ~1.2 GB of CSV: the reader's peak is the result
+    plus a bounded working set, not the bytes, the text, its lines and float64 cells at once."""
+    import tracemalloc
+
+    monkeypatch.setattr("cnn_kmeans.data.CHANNEL_BLOCK_BYTES", 1 << 18)
+    rng = np.random.default_rng(3)
+    rows = rng.integers(100, 999, size=(20_000, 50))
+    (tmp_path / "a.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    tracemalloc.start()
+    values = read_channel(tmp_path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(values, rows.astype(np.float32))
+    assert peak < 2.5 * values.nbytes, f"peak {peak:,} bytes for {values.nbytes:,} of values"
