@@ -1,6 +1,7 @@
 """Where a training step and encoding spend time and memory on long series (not run by CI).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/profile_long.py [--length 1460] [--steps 12]
+    OMP_NUM_THREADS=1 python benchmarks/profile_long.py --cache --steps 30 [--length 1460]
 
 At the default hyperparameters, on `--count` random walks of `--length` steps (issue 16 item 2:
 100 series of length 1,460), it prints:
@@ -14,6 +15,10 @@ At the default hyperparameters, on `--count` random walks of `--length` steps (i
   how many shapes were new to the process at each step (each new one makes oneDNN build a
   primitive);
 - the operators that take the most CPU time in a profiled step and in encoding.
+
+With `--cache`, only training with oneDNN's primitive cache at its default and off (see
+`cnn_kmeans.onednn`), each in its own process, twice, interleaved: CPU seconds per step and the
+peak RSS every 5 steps.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from cnn_kmeans.config import Config
 from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.loss import sample_triplets, triplet_loss
 from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.onednn import CACHE_ENV, LEGACY_CACHE_ENV
 from cnn_kmeans.trainer import as_tensor
 
 
@@ -121,11 +127,32 @@ def child(args: argparse.Namespace) -> dict:
     else:
         encoder.recompute = args.child == "train1"
         optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
-        times = [step(encoder, optimizer, config, rng, series, lengths) for _ in range(args.steps)]
-        result = {"step_s_cpu": statistics.median(times[2:])}
+        times, peaks = [], []
+        for i in range(args.steps):
+            times.append(step(encoder, optimizer, config, rng, series, lengths))
+            if (i + 1) % 5 == 0:
+                peaks.append(round(peak_rss_mb()))
+        result = {"step_s_cpu": statistics.median(times[2:]), "peak_rss_mb_every_5_steps": peaks}
     result["start_rss_mb"] = start_rss
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def compare_cache(args: argparse.Namespace) -> None:
+    """Training with oneDNN's primitive cache at its default and off (`cnn_kmeans.onednn`), each
+    in its own process, interleaved twice: CPU s/step and the peak RSS every 5 steps."""
+    print(f"length {args.length}, {args.count} series, --steps {args.steps}, recompute on")
+    base = {k: v for k, v in os.environ.items() if k not in (CACHE_ENV, LEGACY_CACHE_ENV)}
+    for _ in range(2):
+        for label, extra in (("cache default", {}), ("cache off", {CACHE_ENV: "0"})):
+            command = [sys.executable, __file__, "--child", "train1"]
+            command += ["--length", str(args.length), "--count", str(args.count)]
+            command += ["--steps", str(args.steps)]
+            out = subprocess.run(
+                command, check=True, capture_output=True, text=True, env={**base, **extra}
+            ).stdout
+            print(f"  {label}: {out.strip()}", flush=True)
+    print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -133,10 +160,18 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1460)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="only compare oneDNN's primitive cache on and off (recompute on, --steps steps)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
+        return
+    if args.cache:
+        compare_cache(args)
         return
     print(f"length {args.length}, {args.count} series, torch threads {torch.get_num_threads()}")
     config, rng, series, encoder, lengths = setup(args)

@@ -463,7 +463,9 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         "",
         f"Records' commits: {', '.join(commits)} (the commit of the run that last updated a "
         "record; `+dirty`: src/ differed from it; src/ trains and clusters alike at all of "
-        "them with `min-steps=0 features=raw`, the values the runs use). Versions: "
+        "them with `min-steps=0 features=raw`, the values the runs use, on the same CPU model; "
+        "across CPU models the same run differs, as by another seed: oneDNN picks its kernels "
+        "by instruction set. Records from before the CPU was recorded do not name it). Versions: "
         f"{'; '.join(versions)}.",
         "",
         "Machine: CPU only, 2 cores shared with other jobs (each run one process with one torch "

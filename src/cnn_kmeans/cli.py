@@ -15,6 +15,7 @@ from cnn_kmeans import __version__
 from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
 from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.outputs import OUTPUT_CHOICES, output_values
 from cnn_kmeans.report import (
     epoch_record,
@@ -145,6 +146,10 @@ def train(args: argparse.Namespace) -> None:
         require_plotting()  # before training, not after
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
+    longest = max(x.shape[1] for x in (series, valid) if x is not None)
+    note = limit_primitive_cache(longest, os.environ)
+    if note:
+        log.info("%s", note)
     model = CNNKMeans(config, threads=args.torch_threads)
     history: list[dict] = []
     model.fit(series, valid, on_epoch=lambda report: history.append(epoch_record(report)))

@@ -6,6 +6,7 @@ its SIGTERM handler is installed: it pulls in torch and scikit-learn.
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
 import tempfile
 import time
@@ -23,6 +24,7 @@ from cnn_kmeans.data import read_channel
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import TrainingInterrupted, UserError
 from cnn_kmeans.model import SILHOUETTE_SAMPLE, CNNKMeans, default_device, prepare, silhouette
+from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
 from cnn_kmeans.preprocess import inner_gaps
 from cnn_kmeans.report import epoch_record, write_training_report
@@ -72,6 +74,11 @@ def run(
         inner_gaps(train_raw),
         "" if valid_raw is None else f"; {len(valid_raw)} validation series",
     )
+    note = limit_primitive_cache(
+        max(x.shape[1] for x in (train_raw, valid_raw) if x is not None), os.environ
+    )
+    if note:
+        log.info("%s", note)
     training = model.start(train_raw, valid_raw, warm_start=previous is not None)
     trainer = training.trainer
 
