@@ -146,10 +146,7 @@ def train(args: argparse.Namespace) -> None:
         require_plotting()  # before training, not after
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
-    longest = max(x.shape[1] for x in (series, valid) if x is not None)
-    note = limit_primitive_cache(longest, os.environ)
-    if note:
-        log.info("%s", note)
+    limit_primitive_cache(os.environ, series, valid)
     model = CNNKMeans(config, threads=args.torch_threads)
     history: list[dict] = []
     model.fit(series, valid, on_epoch=lambda report: history.append(epoch_record(report)))

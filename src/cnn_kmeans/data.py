@@ -136,16 +136,13 @@ def pad_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
 
 def _pad_flat(flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Scatter row-major flat values (sum(counts),) into a NaN-padded (N, max(counts)) float32."""
-    width = int(counts.max()) if counts.size else 0
-    out = np.full((counts.size, width), np.nan, dtype=np.float32)
-    out[np.arange(width) < counts[:, None]] = flat
-    return out
+    return _assemble([flat], [counts])
 
 
 def _assemble(flats: list[np.ndarray], counts: list[np.ndarray]) -> np.ndarray:
     """`_pad_flat` of the concatenated blocks, each block freed once copied (emptying both
     lists): the peak is the result plus the blocks not yet copied, not two copies of it."""
-    width = max(int(c.max()) for c in counts if c.size)
+    width = max((int(c.max()) for c in counts if c.size), default=0)
     out = np.full((sum(c.size for c in counts), width), np.nan, dtype=np.float32)
     row = 0
     flats.reverse()

@@ -22,7 +22,10 @@ that has already run a convolution keeps the cache it has. A value the user set 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
+
+import numpy as np
 
 CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 # oneDNN's older name for the same setting, honoured by it too.
@@ -30,17 +33,24 @@ LEGACY_CACHE_ENV = "DNNL_PRIMITIVE_CACHE_CAPACITY"
 # Series longer than this train with the cache off.
 LONG_SERIES = 512
 
+log = logging.getLogger(__name__)
 
-def limit_primitive_cache(longest: int, environ: MutableMapping[str, str]) -> str | None:
-    """Turn the primitive cache off in `environ` for training on series up to `longest` steps.
 
-    Only for series longer than `LONG_SERIES`, and only when neither name of the setting is in
-    `environ` already. Returns a line to log when it set it, else None.
+def limit_primitive_cache(environ: MutableMapping[str, str], *series: np.ndarray | None) -> bool:
+    """Turn the primitive cache off in `environ` before training on `series` (NaN-padded
+    (N, L) arrays; None for a channel that is absent), and log it.
+
+    Only when a series is longer than `LONG_SERIES` steps, and only when neither name of the
+    setting is in `environ` already. Returns whether it set it.
     """
+    longest = max((x.shape[1] for x in series if x is not None), default=0)
     if longest <= LONG_SERIES or CACHE_ENV in environ or LEGACY_CACHE_ENV in environ:
-        return None
+        return False
     environ[CACHE_ENV] = "0"
-    return (
-        f"series up to {longest} steps: oneDNN's primitive cache is off ({CACHE_ENV}=0) to keep "
-        "training memory bounded; set it to override"
+    log.info(
+        "series up to %d steps: oneDNN's primitive cache is off (%s=0) to keep training memory "
+        "bounded; set it to override",
+        longest,
+        CACHE_ENV,
     )
+    return True

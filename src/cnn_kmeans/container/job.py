@@ -74,11 +74,7 @@ def run(
         inner_gaps(train_raw),
         "" if valid_raw is None else f"; {len(valid_raw)} validation series",
     )
-    note = limit_primitive_cache(
-        max(x.shape[1] for x in (train_raw, valid_raw) if x is not None), os.environ
-    )
-    if note:
-        log.info("%s", note)
+    limit_primitive_cache(os.environ, train_raw, valid_raw)
     training = model.start(train_raw, valid_raw, warm_start=previous is not None)
     trainer = training.trainer
 
