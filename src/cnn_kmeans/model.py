@@ -33,6 +33,11 @@ INFERENCE_CELLS = 1 << 13
 SILHOUETTE_SAMPLE = 10_000
 # KMeans fits of at least this many series x clusters get a line before and after (progress).
 KMEANS_ANNOUNCE = 100_000
+# KMeans runs its 10 restarts on at most this many series (a seeded sample), then Lloyd's
+# iterations on all of them from the best restart's centroids (issue 16: 10 restarts on 10^6
+# series took hours). The options are timed by `benchmarks/bench_scale.py --kmeans-options`
+# (README, Scale).
+KMEANS_SAMPLE = 100_000
 
 SeriesLike = np.ndarray | Sequence[Sequence[float]]
 
@@ -247,28 +252,37 @@ class CNNKMeans:
         from sklearn.cluster import KMeans
 
         self._check_cluster_count(len(features), k)
-        kmeans = KMeans(
-            n_clusters=k, algorithm=self.config.algorithm, n_init=10, random_state=self.config.seed
-        )
+        algorithm, seed = self.config.algorithm, self.config.seed
         # scikit-learn runs the 10 restarts inside one call, so long fits get a line before and
         # after: running the restarts one by one here would reproduce its result only through
         # its private functions (its seeding of each restart), which differ across versions.
         began = time.perf_counter()
         announce = self.progress and len(features) * k >= KMEANS_ANNOUNCE
+        sampled = len(features) > KMEANS_SAMPLE
         if announce:
             log.info(
-                "KMeans k=%d (%s, 10 restarts) on %d x %d features...",
+                "KMeans k=%d (%s, 10 restarts%s) on %d x %d features...",
                 k,
-                self.config.algorithm,
+                algorithm,
+                f" on {KMEANS_SAMPLE:,} sampled series, then on all" if sampled else "",
                 *features.shape,
             )
-        kmeans.fit(features)
+        restarts = KMeans(n_clusters=k, algorithm=algorithm, n_init=10, random_state=seed)
+        if sampled:
+            rows = np.random.default_rng(seed).choice(len(features), KMEANS_SAMPLE, replace=False)
+            start = restarts.fit(features[np.sort(rows)]).cluster_centers_
+            kmeans = KMeans(
+                n_clusters=k, algorithm=algorithm, init=start, n_init=1, random_state=seed
+            ).fit(features)
+        else:
+            kmeans = restarts.fit(features)
         if announce:
             log.info(
-                "KMeans k=%d fitted in %.1f s (%d iterations, inertia %.4g)",
+                "KMeans k=%d fitted in %.1f s (%d iterations%s, inertia %.4g)",
                 k,
                 time.perf_counter() - began,
                 kmeans.n_iter_,
+                " on all" if sampled else "",
                 kmeans.inertia_,
             )
         return kmeans

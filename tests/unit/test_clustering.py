@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
+from cnn_kmeans import model as model_module
 from cnn_kmeans.clustering import affine_map, fold_into
 from cnn_kmeans.model import CNNKMeans
 from tests.helpers import cylinder_bell_funnel, tiny_config
@@ -67,3 +70,51 @@ def test_a_fitted_model_predicts_in_the_prepared_space(kind):
     np.testing.assert_allclose(model.transform(rows), expected, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(model.labels_, model.predict(rows))
     assert not np.allclose(model.transform(rows), raw.transform(rows), atol=1e-2)
+
+
+def blobs(count: int, k: int = 4, seed: int = 0) -> np.ndarray:
+    """`count` float32 features in `k` separated Gaussian blobs of unequal sizes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=6.0, size=(k, 8))
+    which = rng.choice(k, size=count, p=np.arange(1, k + 1) / (k * (k + 1) / 2))
+    return (centres[which] + rng.normal(size=(count, 8))).astype(np.float32)
+
+
+def test_kmeans_up_to_the_sample_size_is_scikit_learns_ten_restarts_on_all():
+    from sklearn.cluster import KMeans
+
+    features = blobs(500)
+    model = CNNKMeans(tiny_config(clusters=4, seed=3), torch.device("cpu"), progress=False)
+    model.fit_clusters(features)
+    expected = KMeans(4, n_init=10, random_state=3).fit(features).cluster_centers_
+    np.testing.assert_array_equal(model.centroids_, expected.astype(np.float32))
+
+
+def test_kmeans_past_the_sample_size_restarts_on_a_sample_then_converges_on_all(
+    monkeypatch, caplog
+):
+    """Issue 16: 10 restarts on a seeded sample, then Lloyd's iterations on every series: the
+    centroids are the means of all their series (a sample's means are not), the inertia is that of
+    10 restarts on all, and the same seed gives the same model."""
+    from sklearn.cluster import KMeans
+
+    monkeypatch.setattr(model_module, "KMEANS_SAMPLE", 300)
+    monkeypatch.setattr(model_module, "KMEANS_ANNOUNCE", 0)
+    features = blobs(6000, seed=1)
+    fits = []
+    for _ in range(2):
+        model = CNNKMeans(tiny_config(clusters=4, seed=5), torch.device("cpu"))
+        with caplog.at_level(logging.INFO, logger="cnn_kmeans"):
+            model.fit_clusters(features)
+        fits.append(model.centroids_)
+    assert "10 restarts on 300 sampled series, then on all" in caplog.text
+    np.testing.assert_array_equal(fits[0], fits[1])
+    labels = model.labels_
+    means = np.stack([features[labels == c].astype(np.float64).mean(0) for c in range(4)])
+    np.testing.assert_allclose(model.centroids_, means, atol=1e-4)
+
+    def inertia(centroids: np.ndarray) -> float:
+        return float(((features[:, None, :] - centroids[None]) ** 2).sum(-1).min(1).sum())
+
+    on_all = KMeans(4, n_init=10, random_state=5).fit(features).cluster_centers_
+    assert inertia(model.centroids_) <= inertia(on_all) * 1.001
