@@ -118,3 +118,24 @@ def test_kmeans_past_the_sample_size_restarts_on_a_sample_then_converges_on_all(
 
     on_all = KMeans(4, n_init=10, random_state=5).fit(features).cluster_centers_
     assert inertia(model.centroids_) <= inertia(on_all) * 1.001
+
+
+def test_the_silhouette_of_many_series_works_in_bounded_memory_with_scikit_learns_score():
+    """At the sample size scikit-learn's default working memory (1 GB) holds the whole 10,000 x
+    10,000 distance matrix (800 MB); the model's chunks keep the peak near SILHOUETTE_WORKING_MB."""
+    import tracemalloc
+
+    from sklearn.metrics import silhouette_score
+
+    from cnn_kmeans.model import SILHOUETTE_SAMPLE, silhouette
+
+    features = blobs(SILHOUETTE_SAMPLE, seed=2)
+    labels = np.random.default_rng(0).integers(0, 4, len(features))
+    tracemalloc.start()
+    try:
+        score = silhouette(features, labels, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * model_module.SILHOUETTE_WORKING_MB * 2**20
+    assert score == pytest.approx(silhouette_score(features, labels), rel=1e-6)
