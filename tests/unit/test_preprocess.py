@@ -78,6 +78,54 @@ def test_small_blocks_give_the_same_result(monkeypatch):
     np.testing.assert_array_equal(whole[1], split[1])
 
 
+def test_errors_in_later_blocks_name_the_row_in_the_whole_array(monkeypatch):
+    monkeypatch.setattr("cnn_kmeans.preprocess._BLOCK_CELLS", 4)  # two rows per block
+    with pytest.raises(UserError, match=r"^row 5, column 2: infinite value"):
+        clean(np.array([[1, 2], [3, 4], [5, 6], [7, 8], [9, np.inf]]))
+    with pytest.raises(UserError, match=r"^row 4: no values"):
+        clean(np.array([[1, 2], [3, 4], [5, 6], [NAN, NAN]]))
+
+
+def test_the_global_scaler_in_blocks_is_numpys_mean_and_std_and_scales_alike(monkeypatch):
+    rng = np.random.default_rng(5)
+    raw = (rng.normal(size=(40, 25)) * 3 + 7).astype(np.float32)
+    raw[rng.random(raw.shape) < 0.3] = NAN
+    data = raw[~np.isnan(raw)].astype(np.float64)
+    whole = Scaler.fit("global", raw)
+    assert (whole.mean, whole.std) == (data.mean(), data.std())  # one block: exactly numpy
+    monkeypatch.setattr("cnn_kmeans.preprocess._BLOCK_CELLS", 75)  # three rows per block
+    split = Scaler.fit("global", raw)
+    assert split.mean == pytest.approx(whole.mean, rel=1e-14)
+    assert split.std == pytest.approx(whole.std, rel=1e-14)
+    for kind in ("global", "series"):
+        scaler = Scaler.fit(kind, raw)
+        monkeypatch.setattr("cnn_kmeans.preprocess._BLOCK_CELLS", 1 << 21)
+        one = scaler.transform(raw)
+        monkeypatch.setattr("cnn_kmeans.preprocess._BLOCK_CELLS", 75)
+        np.testing.assert_array_equal(scaler.transform(raw), one)
+
+
+def test_cleaning_and_scaling_hold_the_values_plus_a_bounded_working_set(monkeypatch):
+    """Issue 16: memory within the data plus a bounded working set. Cleaning and scaling a
+    float32 array keep its two results (cleaned, scaled) and block-sized temporaries, never a
+    float64 copy or a mask of the whole array."""
+    import tracemalloc
+
+    monkeypatch.setattr("cnn_kmeans.preprocess._BLOCK_CELLS", 1 << 14)
+    rng = np.random.default_rng(6)
+    raw = rng.normal(size=(2000, 1000)).astype(np.float32)  # 8 MB
+    raw[:, 900:] = NAN  # padding
+    tracemalloc.start()
+    try:
+        values, _ = clean(raw)
+        scaled = Scaler.fit("global", values).transform(values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scaled.dtype == np.float32
+    assert peak < 2 * raw.nbytes + 4 * 2**20
+
+
 def test_row_without_values_is_named():
     with pytest.raises(UserError, match=r"^row 2: no values"):
         clean(np.array([[1, 2], [NAN, NAN], [3, NAN]]))
