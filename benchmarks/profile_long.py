@@ -9,8 +9,9 @@ At the default hyperparameters, on `--count` random walks of `--length` steps (i
 - the seconds per training step with block recomputation off and on, both on the same windows in
   alternating order, in one process (medians and the per-step ratio, in CPU time, which holds up
   on a loaded machine better than wall time);
-- the peak RSS of a process that only trains (recomputation off, then on, each in a process of its
-  own) and of one that only encodes, beside the RSS right after start-up;
+- the peak RSS of a process that only trains (recomputation off, on, then at the default budget
+  `RECOMPUTE_ABOVE_BYTES`, each in a process of its own) and of one that only encodes, beside the
+  RSS right after start-up;
 - the convolution calls and distinct convolution shapes (input, weight, dilation) per step, and
   how many shapes were new to the process at each step (each new one makes oneDNN build a
   primitive);
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnn_kmeans import encoder as encoder_module
 from cnn_kmeans.config import Config
 from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.loss import sample_triplets, triplet_loss
@@ -102,6 +104,11 @@ def top_ops(run, rows: int = 6) -> str:
     return "\n".join(table.splitlines()[: rows + 4])
 
 
+def set_recompute(on: bool) -> None:
+    """Every training step recomputes its blocks (on) or none does (off), whatever its size."""
+    encoder_module.RECOMPUTE_ABOVE_BYTES = 0 if on else sys.maxsize
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec from
     the parent, so a child started by a large process would report the parent's peak."""
@@ -112,7 +119,8 @@ def peak_rss_mb() -> float:
 
 
 def child(args: argparse.Namespace) -> dict:
-    """One measurement in this process: 'train0', 'train1' (recompute off/on) or 'encode'."""
+    """One measurement in this process: 'train0', 'train1' (recompute off/on), 'train' (the
+    default: recompute past `RECOMPUTE_ABOVE_BYTES`) or 'encode'."""
     start_rss = peak_rss_mb()
     config, rng, series, encoder, lengths = setup(args)
     if args.child == "encode":
@@ -125,7 +133,8 @@ def child(args: argparse.Namespace) -> dict:
         rate = len(lengths) / (time.process_time() - began)
         result = {"series_per_s_cpu": rate}
     else:
-        encoder.recompute = args.child == "train1"
+        if args.child != "train":
+            set_recompute(args.child == "train1")
         optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
         times, peaks = [], []
         for i in range(args.steps):
@@ -184,7 +193,7 @@ def main() -> None:
             anchors = rng.permutation(len(lengths))[: config.batch_size]
             triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
             for recompute in (False, True) if i % 2 else (True, False):
-                encoder.recompute = recompute
+                set_recompute(recompute)
                 times[recompute].append(
                     step(encoder, optimizer, config, rng, series, lengths, triplets)
                 )
@@ -198,7 +207,7 @@ def main() -> None:
         f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
         f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
-    encoder.recompute = True
+    set_recompute(True)
     print("one step (recompute on), by self CPU time:")
     print(top_ops(lambda: step(encoder, optimizer, config, rng, series, lengths)))
     model = CNNKMeans(config, device=torch.device("cpu"))
@@ -207,7 +216,7 @@ def main() -> None:
         print("encoding, by self CPU time:")
         print(top_ops(lambda: model.encode(series.numpy(), lengths)))
         print(f"  encoding conv calls/shapes {shapes.take()}")
-    for mode in ("train0", "train1", "encode"):
+    for mode in ("train0", "train1", "train", "encode"):
         command = [sys.executable, __file__, "--child", mode]
         command += ["--length", str(args.length), "--count", str(args.count)]
         command += ["--steps", str(args.steps)]

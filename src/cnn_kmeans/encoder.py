@@ -24,6 +24,14 @@ WIDTH_MULTIPLE = 16
 # steady-state peak RSS fell from ~640 to ~460 MB for ~10% longer equal-length steps (a group
 # per distinct length, 10 anchors + 110 others, gave twice the shapes and a fragmented heap).
 TRAINING_GROUPS = 3
+# A training step keeps its blocks' activations for the backward pass while they fit in this many
+# bytes (estimated by `Encoder.activation_bytes`); a larger step keeps only each block's input
+# and recomputes the block in the backward pass, for the same gradients bit for bit. At the
+# defaults the activations are ~7 KB per padded time step, so every step at length 150 fits
+# (recomputing made them 1.36x slower: 0.27 vs 0.20 CPU s, for 442 vs 553 MB peak RSS), while at
+# length 1,460 a step's activations reach 1.3 GB and most steps recompute
+# (benchmarks/profile_long.py).
+RECOMPUTE_ABOVE_BYTES = 256 << 20
 # An inference batch may pad its series by at most this share of its cells beyond their own
 # padded widths (see `length_buckets`). Grouping by exact width made many tiny batches on spread
 # lengths (GesturePebbleZ1: 48 groups for 304 series, 0.60x the time steps/s of equal lengths;
@@ -118,10 +126,14 @@ class Encoder(nn.Module):
         layers.append(CausalBlock(channels, reduced_size, kernel_size, 2**blocks))
         self.network = nn.Sequential(*layers)
         self.linear = nn.Linear(reduced_size, output_size)
-        # Training keeps only each block's input and recomputes the block in the backward
-        # pass: activation memory drops ~3x (peak RSS 627 -> 506 MB at the defaults), which
-        # bounds memory on long series, for one more forward per step. Same gradients.
-        self.recompute = True
+        # Channels of every block's output: autograd keeps ~3 float32 tensors of each per time
+        # step (measured ~7 KB per step at the defaults, 12 bytes x 560 channels = 6.7 KB).
+        self.activation_channels = filters * blocks + reduced_size
+
+    def activation_bytes(self, cells: int) -> int:
+        """Estimated bytes a training forward keeps for the backward pass over `cells` padded
+        time steps (series x padded width) without recomputation."""
+        return 12 * self.activation_channels * cells
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
@@ -134,7 +146,9 @@ class Encoder(nn.Module):
             config.output_size,
         )
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, recompute: bool = False
+    ) -> torch.Tensor:
         """Encode a batch.
 
         Args:
@@ -142,13 +156,15 @@ class Encoder(nn.Module):
                 never read by the causal convolutions at valid positions and are masked out of
                 the pooling).
             lengths: (B,) true lengths, or None when every series has length L.
+            recompute: when gradients are recorded, keep only each block's input and recompute
+                the block in the backward pass (see `RECOMPUTE_ABOVE_BYTES`).
 
         Returns:
             (B, output_size) features.
         """
         h = x.unsqueeze(1)
         for block in self.network:
-            if self.recompute and self.training and torch.is_grad_enabled():
+            if recompute and torch.is_grad_enabled():
                 h = checkpoint(block, h, use_reentrant=False)
             else:
                 h = block(h)
@@ -241,7 +257,12 @@ def encode_windows(
     # Written in place, group by group: a list of small results kept between the groups' large
     # temporary activations would pin the heap and grow it by about a batch per call.
     features = series.new_empty((len(length), encoder.linear.out_features))
-    for group in length_buckets(length, groups=groups, max_cells=max_cells):
+    buckets = length_buckets(length, groups=groups, max_cells=max_cells)
+    recompute = False
+    if encoder.training and torch.is_grad_enabled():
+        cells = sum(len(group) * int(padded_width(int(length[group].max()))) for group in buckets)
+        recompute = encoder.activation_bytes(cells) > RECOMPUTE_ABOVE_BYTES
+    for group in buckets:
         lengths = torch.as_tensor(length[group], device=device)
         width = padded_width(int(length[group].max()))
         steps = torch.arange(width, device=device)
@@ -253,7 +274,7 @@ def encode_windows(
             scale, offset, noise = (torch.as_tensor(a[group], device=device) for a in transform)
             batch = batch * scale[:, None] + offset[:, None] + noise[:, :width]
         batch = batch.masked_fill(steps >= lengths[:, None], 0.0)
-        features[rows.new_tensor(group)] = encoder(batch, lengths)
+        features[rows.new_tensor(group)] = encoder(batch, lengths, recompute=recompute)
         if on_batch is not None:
             on_batch(len(group))
     return features

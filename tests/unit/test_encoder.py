@@ -182,14 +182,47 @@ def test_inference_batches_of_mixed_widths_give_each_series_its_own_features():
     torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
 
 
-def test_recomputing_blocks_in_backward_gives_the_same_gradients():
+def test_recomputing_blocks_in_backward_gives_the_same_gradients_bit_for_bit():
     encoder = make_encoder(blocks=4).train()
     x, lengths = torch.randn(5, 30), torch.tensor([30, 12, 7, 30, 1])
     grads = {}
     for recompute in (False, True):
-        encoder.recompute = recompute
         encoder.zero_grad()
-        encoder(x, lengths).square().sum().backward()
+        encoder(x, lengths, recompute=recompute).square().sum().backward()
         grads[recompute] = [p.grad.clone() for p in encoder.parameters()]
     for plain, recomputed in zip(grads[False], grads[True], strict=True):
-        torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-7)
+        assert torch.equal(recomputed, plain)
+
+
+def test_a_training_step_recomputes_its_blocks_only_past_the_activation_budget(monkeypatch):
+    """A step whose estimated activations fit RECOMPUTE_ABOVE_BYTES keeps them for the backward
+    pass; one byte less and it keeps only the blocks' inputs (a fraction of the memory, measured
+    on what autograd saves), for the same gradients bit for bit."""
+    from cnn_kmeans import encoder as encoder_module
+
+    encoder = make_encoder(blocks=3).train()
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 41, size=24)
+    series = torch.randn(24, 40)
+    index, start = np.arange(24), np.zeros(24, dtype=np.int64)
+    buckets = length_buckets(lengths, groups=3)
+    cells = sum(len(g) * padded_width(int(lengths[g].max())) for g in buckets)
+    estimate = encoder.activation_bytes(cells)
+    saved, grads = {}, {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    for budget in (estimate, estimate - 1):
+        monkeypatch.setattr(encoder_module, "RECOMPUTE_ABOVE_BYTES", budget)
+        kept: dict[int, int] = {}
+        encoder.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            features = encode_windows(encoder, series, index, start, lengths)
+        features.square().sum().backward()
+        saved[budget], grads[budget] = sum(kept.values()), [p.grad for p in encoder.parameters()]
+    assert saved[estimate] > 0.5 * estimate  # the estimate is of the right size
+    assert saved[estimate - 1] < saved[estimate] / 3
+    assert all(torch.equal(a, b) for a, b in zip(*grads.values(), strict=True))
