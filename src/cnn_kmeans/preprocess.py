@@ -133,15 +133,18 @@ class Scaler:
         def blocks():
             for rows in _row_blocks(values):
                 block = values[rows]
-                yield block[~np.isnan(block)].astype(np.float64)
+                data = block[~np.isnan(block)].astype(np.float64)
+                if len(data):
+                    yield data
 
-        count = sum(len(data) for data in blocks())
+        count, total, lowest, highest = 0, 0.0, np.inf, -np.inf
+        for data in blocks():
+            count, total = count + len(data), total + data.sum()
+            lowest, highest = min(lowest, data.min()), max(highest, data.max())
         if count == 0:
             raise UserError("cannot fit the global scaler: the training data holds no values")
-        mean = float(sum(data.sum() for data in blocks()) / count)
+        mean = float(total / count)
         std = float(np.sqrt(sum(((data - mean) ** 2).sum() for data in blocks()) / count))
-        lowest = min(data.min() for data in blocks() if len(data))
-        highest = max(data.max() for data in blocks() if len(data))
         # Constant data gives std 0 (or rounding noise); 1 keeps values finite and unscaled.
         if not np.isfinite(std) or std == 0 or lowest == highest:
             std = 1.0
