@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -94,8 +95,10 @@ def run_ours(spec: dict, train: np.ndarray, data: np.ndarray) -> dict:
     from cnn_kmeans.config import Config
     from cnn_kmeans.errors import TrainingInterrupted
     from cnn_kmeans.model import CNNKMeans
+    from cnn_kmeans.onednn import limit_primitive_cache
 
     torch.set_num_threads(spec["threads"])
+    limit_primitive_cache(os.environ, train)  # as the training job does, before training
     total = spec["warmup"] + spec["steps"]
     # The defaults are the paper's: batch 10, 10 negatives, 40 filters, 10 blocks, reduced 160,
     # output 320, kernel 3, lr 0.001 (bench_paper.py prints them). Epochs only bound the run.
