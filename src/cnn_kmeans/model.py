@@ -35,6 +35,8 @@ SILHOUETTE_SAMPLE = 10_000
 # ~450 MB higher and ran 3-4x slower on 10,000 series than 64 MB chunks, for the same score
 # (benchmarks/bench_silhouette.py).
 SILHOUETTE_WORKING_MB = 64
+# Nearest-centroid assignment works on blocks of this many rows (bounded float64 temporaries).
+ASSIGN_ROWS = 1 << 14
 # KMeans fits of at least this many series x clusters get a line before and after (progress).
 KMEANS_ANNOUNCE = 100_000
 # KMeans runs its 10 restarts on at most this many series (a seeded sample), then Lloyd's
@@ -317,11 +319,17 @@ class CNNKMeans:
 
     def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid of (N, D) features: labels (N,) int64 and distances (N, k) float32."""
-        f = features.astype(np.float64)
         c = self.centroids_.astype(np.float64)
-        squared = (f * f).sum(1)[:, None] - 2.0 * f @ c.T + (c * c).sum(1)[None, :]
-        np.maximum(squared, 0.0, out=squared)
-        return squared.argmin(axis=1).astype(np.int64), np.sqrt(squared).astype(np.float32)
+        labels = np.empty(len(features), dtype=np.int64)
+        distances = np.empty((len(features), len(c)), dtype=np.float32)
+        # In blocks of rows: float64 copies of 10^6 features were 5 GB (bench_scale).
+        for begin in range(0, len(features), ASSIGN_ROWS):
+            f = features[begin : begin + ASSIGN_ROWS].astype(np.float64)
+            squared = (f * f).sum(1)[:, None] - 2.0 * f @ c.T + (c * c).sum(1)[None, :]
+            np.maximum(squared, 0.0, out=squared)
+            labels[begin : begin + len(f)] = squared.argmin(axis=1)
+            distances[begin : begin + len(f)] = np.sqrt(squared)
+        return labels, distances
 
     def score(self, X: SeriesLike) -> float:
         """Silhouette coefficient of the predicted labels on the features of X."""

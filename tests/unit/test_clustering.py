@@ -139,3 +139,26 @@ def test_the_silhouette_of_many_series_works_in_bounded_memory_with_scikit_learn
         tracemalloc.stop()
     assert peak < 4 * model_module.SILHOUETTE_WORKING_MB * 2**20
     assert score == pytest.approx(silhouette_score(features, labels), rel=1e-6)
+
+
+def test_assigning_many_series_works_in_blocks_with_the_same_answer(monkeypatch):
+    """Labels and distances of blocks of rows equal those of one block, and the peak holds the
+    answer plus a block's float64 temporaries, not float64 copies of all the features."""
+    import tracemalloc
+
+    features = blobs(40_000, seed=3)  # 1.3 MB of float32 features
+    model = CNNKMeans(tiny_config(clusters=4, seed=0), torch.device("cpu"), progress=False)
+    model.fit_clusters(features[:2000])
+    monkeypatch.setattr(model_module, "ASSIGN_ROWS", len(features))
+    whole = model.assign(features)
+    monkeypatch.setattr(model_module, "ASSIGN_ROWS", 1000)
+    tracemalloc.start()
+    try:
+        labels, distances = model.assign(features)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(labels, whole[0])
+    np.testing.assert_array_equal(distances, whole[1])
+    answer = labels.nbytes + distances.nbytes
+    assert peak < answer + features.nbytes // 4
