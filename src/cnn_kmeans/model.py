@@ -41,7 +41,7 @@ ASSIGN_ROWS = 1 << 14
 KMEANS_ANNOUNCE = 100_000
 # KMeans runs its 10 restarts on at most this many series (a seeded sample), then Lloyd's
 # iterations on all of them from the best restart's centroids. At 10^6 series of 320 features
-# (one thread): 56 s instead of 279 s for 10 restarts on all, the same inertia to 4 digits;
+# (one thread, two runs): 46-56 s instead of 279-291 s for 10 restarts on all, the same inertia;
 # assigning all to the sample's centroids without iterating lost 0.01% inertia, MiniBatchKMeans
 # 0.9% (`benchmarks/bench_scale.py --kmeans-options`, README, Scale).
 KMEANS_SAMPLE = 100_000
