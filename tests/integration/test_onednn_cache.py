@@ -61,7 +61,10 @@ def test_long_series_train_without_the_cache_and_short_ones_with_it(tmp_path):
     assert convolutions(long.stdout)["cache_hit"] == 0 and convolutions(long.stdout)["cache_miss"]
     short = cli_train(tmp_path, "short", 100)
     assert NOTE not in short.stderr
-    assert convolutions(short.stdout)["cache_hit"] > convolutions(short.stdout)["cache_miss"]
+    # Any hit means the cache is on (off, every primitive is a miss). How many depends on the
+    # steps: since short steps store their activations instead of recomputing blocks, a 2-step
+    # run creates most of its primitives once.
+    assert convolutions(short.stdout)["cache_hit"] > 0
 
 
 def test_a_capacity_the_user_set_is_kept_and_the_cache_changes_no_weight(tmp_path):
