@@ -258,13 +258,13 @@ def encode_windows(
     # temporary activations would pin the heap and grow it by about a batch per call.
     features = series.new_empty((len(length), encoder.linear.out_features))
     buckets = length_buckets(length, groups=groups, max_cells=max_cells)
+    widths = [int(padded_width(int(length[group].max()))) for group in buckets]
     recompute = False
     if encoder.training and torch.is_grad_enabled():
-        cells = sum(len(group) * int(padded_width(int(length[group].max()))) for group in buckets)
+        cells = sum(len(group) * width for group, width in zip(buckets, widths, strict=True))
         recompute = encoder.activation_bytes(cells) > RECOMPUTE_ABOVE_BYTES
-    for group in buckets:
+    for group, width in zip(buckets, widths, strict=True):
         lengths = torch.as_tensor(length[group], device=device)
-        width = padded_width(int(length[group].max()))
         steps = torch.arange(width, device=device)
         columns = torch.as_tensor(start[group], device=device)[:, None] + steps
         columns = columns.clamp_(max=series.shape[1] - 1)

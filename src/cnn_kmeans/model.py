@@ -321,12 +321,13 @@ class CNNKMeans:
     def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid of (N, D) features: labels (N,) int64 and distances (N, k) float32."""
         c = self.centroids_.astype(np.float64)
+        c_squared = (c * c).sum(1)[None, :]
         labels = np.empty(len(features), dtype=np.int64)
         distances = np.empty((len(features), len(c)), dtype=np.float32)
         # In blocks of rows: float64 copies of 10^6 features were 5 GB (bench_scale).
         for begin in range(0, len(features), ASSIGN_ROWS):
             f = features[begin : begin + ASSIGN_ROWS].astype(np.float64)
-            squared = (f * f).sum(1)[:, None] - 2.0 * f @ c.T + (c * c).sum(1)[None, :]
+            squared = (f * f).sum(1)[:, None] - 2.0 * f @ c.T + c_squared
             np.maximum(squared, 0.0, out=squared)
             labels[begin : begin + len(f)] = squared.argmin(axis=1)
             distances[begin : begin + len(f)] = np.sqrt(squared)

@@ -72,12 +72,14 @@ def test_a_fitted_model_predicts_in_the_prepared_space(kind):
     assert not np.allclose(model.transform(rows), raw.transform(rows), atol=1e-2)
 
 
-def blobs(count: int, k: int = 4, seed: int = 0) -> np.ndarray:
-    """`count` float32 features in `k` separated Gaussian blobs of unequal sizes."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=6.0, size=(k, 8))
-    which = rng.choice(k, size=count, p=np.arange(1, k + 1) / (k * (k + 1) / 2))
-    return (centres[which] + rng.normal(size=(count, 8))).astype(np.float32)
+def blobs(count: int, seed: int = 0) -> np.ndarray:
+    """`count` float32 features in 4 separated Gaussian blobs of sizes 1:2:3:4, shuffled."""
+    from sklearn.datasets import make_blobs
+
+    sizes = [count * share // 10 for share in (1, 2, 3)]
+    sizes.append(count - sum(sizes))
+    features, _ = make_blobs(sizes, n_features=8, center_box=(-15, 15), random_state=seed)
+    return features.astype(np.float32)
 
 
 def test_kmeans_up_to_the_sample_size_is_scikit_learns_ten_restarts_on_all():
