@@ -15,7 +15,13 @@ At the default hyperparameters, on `--count` random walks of `--length` steps (i
 - the convolution calls and distinct convolution shapes (input, weight, dilation) per step, and
   how many shapes were new to the process at each step (each new one makes oneDNN build a
   primitive);
-- the operators that take the most CPU time in a profiled step and in encoding.
+- the operators that take the most CPU time in a profiled step and in encoding;
+- the convolution floor of a step: its recorded convolutions (recomputation off) replayed alone
+  on random data of their shapes, forward and backward, each the best of 3, in CPU seconds, beside
+  the step's own time and its forward FLOPs; scaled by the windows' true cells over the padded
+  cells, it is what the triplet step's convolutions cost on this CPU with no padding and nothing
+  else (issue 16 item 2 asks for 5x the paper's code per step: that is possible only if this
+  floor is below a fifth of the paper's CPU seconds per step).
 
 With `--cache`, only training with oneDNN's primitive cache at its default and off (see
 `cnn_kmeans.onednn`), each in its own process, twice, interleaved: CPU seconds per step and the
@@ -72,6 +78,77 @@ class ConvShapes:
         self.seen |= shapes
         calls, self.step = len(self.step), []
         return {"calls": calls, "shapes": len(shapes), "new": new}
+
+
+def conv_floor(calls: list, repeats: int = 3) -> tuple[float, float]:
+    """(CPU seconds, forward FLOPs) of the recorded `F.conv1d` calls (input shape, weight shape,
+    dilation) replayed alone: forward, then the input gradient (not for one-channel inputs: the
+    series need none) and the weight gradient, each call the best of `repeats`."""
+    total, flops = 0.0, 0.0
+    for x_shape, w_shape, dilation in calls:
+        dilation = dilation[0] if isinstance(dilation, (tuple, list)) else int(dilation)
+        x = torch.randn(x_shape, requires_grad=x_shape[1] > 1)
+        w = torch.randn(w_shape, requires_grad=True)
+        batch, c_out, c_in, taps = x_shape[0], w_shape[0], w_shape[1], w_shape[2]
+        width = x_shape[2] - dilation * (taps - 1)
+        flops += 2.0 * batch * c_out * c_in * taps * width
+        best = float("inf")
+        for _ in range(repeats):
+            began = time.process_time()
+            y = F.conv1d(x, w, dilation=dilation)
+            y.backward(torch.ones_like(y))
+            best = min(best, time.process_time() - began)
+            x.grad = w.grad = None
+        total += best
+    return total, flops
+
+
+def cells(triplets) -> tuple[int, int]:
+    """(true, padded) time steps a training step encodes: its windows' lengths, and the cells of
+    the groups they are padded into (`TRAINING_GROUPS` groups, each to its longest window)."""
+    lengths = np.concatenate(
+        [triplets.anchor_length, triplets.positive_length, triplets.negative_length.ravel()]
+    )
+    padded = sum(
+        len(group) * int(encoder_module.padded_width(int(lengths[group].max())))
+        for group in encoder_module.length_buckets(lengths, groups=encoder_module.TRAINING_GROUPS)
+    )
+    return int(lengths.sum()), padded
+
+
+def floor(args: argparse.Namespace, config, rng, series, encoder, lengths) -> None:
+    """Prints each step's CPU time (recomputation off) beside its convolution floor."""
+    set_recompute(False)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
+    rows = []
+    with ConvShapes() as shapes:
+        for _ in range(args.floor_steps):
+            anchors = rng.permutation(len(lengths))[: config.batch_size]
+            triplets = sample_triplets(rng, lengths, anchors, config.negative_samples)
+            shapes.step = []
+            seconds = step(encoder, optimizer, config, rng, series, lengths, triplets)
+            calls = shapes.step
+            shapes.step = []
+            conv_s, flops = conv_floor(calls)
+            true, padded = cells(triplets)
+            rows.append((seconds, conv_s, conv_s * true / padded, flops, true, padded))
+    print(
+        "step CPU s (recompute off) | its convolutions alone | the same at true cells | "
+        "forward GFLOP | true/padded cells"
+    )
+    for seconds, conv_s, true_s, flops, true, padded in rows:
+        print(
+            f"  {seconds:.2f} | {conv_s:.2f} | {true_s:.2f} | {flops / 1e9:.1f} | "
+            f"{true:,}/{padded:,}"
+        )
+    total = [sum(r[i] for r in rows) for i in range(4)]
+    print(
+        f"  over {len(rows)} steps: the convolutions alone are {total[1] / total[0]:.0%} of the "
+        f"step time; at true cells {total[2] / len(rows):.2f} CPU s per step; the step runs its "
+        f"convolutions' forward+backward at {3 * total[3] / total[0] / 1e9:.0f} GFLOP/s, alone "
+        f"they run at {3 * total[3] / total[1] / 1e9:.0f} (3x the forward FLOPs; load "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
 
 
 def setup(args: argparse.Namespace) -> tuple:
@@ -174,6 +251,13 @@ def main() -> None:
         action="store_true",
         help="only compare oneDNN's primitive cache on and off (recompute on, --steps steps)",
     )
+    parser.add_argument(
+        "--floor-steps",
+        type=int,
+        default=8,
+        help="steps for the convolution floor (0: skip it)",
+    )
+    parser.add_argument("--floor-only", action="store_true", help="only the convolution floor")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -184,6 +268,10 @@ def main() -> None:
         return
     print(f"length {args.length}, {args.count} series, torch threads {torch.get_num_threads()}")
     config, rng, series, encoder, lengths = setup(args)
+    if args.floor_steps:
+        floor(args, config, rng, series, encoder, lengths)
+        if args.floor_only:
+            return
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     times: dict[bool, list[float]] = {False: [], True: []}
     with ConvShapes() as shapes:
