@@ -25,13 +25,21 @@ WIDTH_MULTIPLE = 16
 # per distinct length, 10 anchors + 110 others, gave twice the shapes and a fragmented heap).
 TRAINING_GROUPS = 3
 # A training step keeps its blocks' activations for the backward pass while they fit in this many
-# bytes (estimated by `Encoder.activation_bytes`); a larger step keeps only each block's input
-# and recomputes the block in the backward pass, for the same gradients bit for bit. At the
+# bytes (estimated by `Encoder.activation_bytes`); a larger step keeps only the inputs of runs of
+# blocks (`RECOMPUTE_RUN`) and recomputes them in the backward pass, for the same gradients bit
+# for bit. At the
 # defaults the activations are ~7 KB per padded time step, so every step at length 150 fits
 # (recomputing made them 1.36x slower: 0.27 vs 0.20 CPU s, for 442 vs 553 MB peak RSS), while at
 # length 1,460 a step's activations reach 1.3 GB and most steps recompute
 # (benchmarks/profile_long.py).
 RECOMPUTE_ABOVE_BYTES = 256 << 20
+# A recomputing step keeps the input of every run of this many blocks (the last, widest block is
+# a run of its own) and recomputes a run at a time: fewer inputs kept than one per block, for
+# the same gradients bit for bit and the same recomputation. Three blocks: ~sqrt(10) at the
+# default 10, so the kept inputs and one run's recomputed activations are both small beside the
+# last (widest) block's. With `heap.map_large_allocations` it took the peak at length 1,460 from
+# ~1.1 GB to ~0.9 GB (see there; `benchmarks/profile_long.py --memory`).
+RECOMPUTE_RUN = 3
 # An inference batch may pad its series by at most this share of its cells beyond their own
 # padded widths (see `length_buckets`). Grouping by exact width made many tiny batches on spread
 # lengths (GesturePebbleZ1: 48 groups for 304 series, 0.60x the time steps/s of equal lengths;
@@ -130,6 +138,14 @@ class Encoder(nn.Module):
         # step (measured ~7 KB per step at the defaults, 12 bytes x 560 channels = 6.7 KB).
         self.activation_channels = filters * blocks + reduced_size
 
+    def recompute_runs(self) -> list[nn.Module]:
+        """The runs of blocks a recomputing forward checkpoints (see `RECOMPUTE_RUN`)."""
+        body = len(self.network) - 1
+        runs = [
+            self.network[i : min(i + RECOMPUTE_RUN, body)] for i in range(0, body, RECOMPUTE_RUN)
+        ]
+        return [*runs, self.network[body]]
+
     def activation_bytes(self, cells: int) -> int:
         """Estimated bytes a training forward keeps for the backward pass over `cells` padded
         time steps (series x padded width) without recomputation."""
@@ -156,18 +172,19 @@ class Encoder(nn.Module):
                 never read by the causal convolutions at valid positions and are masked out of
                 the pooling).
             lengths: (B,) true lengths, or None when every series has length L.
-            recompute: when gradients are recorded, keep only each block's input and recompute
-                the block in the backward pass (see `RECOMPUTE_ABOVE_BYTES`).
+            recompute: when gradients are recorded, keep only the input of each run of blocks
+                (`recompute_runs`) and recompute the run in the backward pass (see
+                `RECOMPUTE_ABOVE_BYTES`).
 
         Returns:
             (B, output_size) features.
         """
         h = x.unsqueeze(1)
-        for block in self.network:
-            if recompute and torch.is_grad_enabled():
-                h = checkpoint(block, h, use_reentrant=False)
-            else:
-                h = block(h)
+        if recompute and torch.is_grad_enabled():
+            for run in self.recompute_runs():
+                h = checkpoint(run, h, use_reentrant=False)
+        else:
+            h = self.network(h)
         if lengths is not None:
             padding = torch.arange(h.shape[-1], device=h.device) >= lengths[:, None]
             h = h.masked_fill(padding[:, None, :], float("-inf"))

@@ -194,6 +194,30 @@ def test_recomputing_blocks_in_backward_gives_the_same_gradients_bit_for_bit():
         assert torch.equal(recomputed, plain)
 
 
+def test_a_recomputing_forward_keeps_one_input_per_run_of_blocks_not_one_per_block(monkeypatch):
+    """Seven blocks in runs of three (and the last block alone): autograd keeps the activations
+    entering blocks 3, 6 and the last one, and nothing else of activation size."""
+    from cnn_kmeans import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "RECOMPUTE_RUN", 3)
+    encoder = make_encoder(blocks=7, filters=6).train()
+    x, lengths = torch.randn(4, 64), torch.tensor([64, 30, 64, 5])
+    activation = 4 * 6 * 64 * x.element_size()
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        features = encoder(x, lengths, recompute=True)
+    assert sorted(kept.values()).count(activation) == 3
+    assert max(kept.values()) == activation
+    features.square().sum().backward()  # the runs recompute
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
 def test_a_training_step_recomputes_its_blocks_only_past_the_activation_budget(monkeypatch):
     """A step whose estimated activations fit RECOMPUTE_ABOVE_BYTES keeps them for the backward
     pass; one byte less and it keeps only the blocks' inputs (a fraction of the memory, measured
