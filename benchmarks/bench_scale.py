@@ -45,6 +45,7 @@ import torch
 from bench_common import git_commit, machine_line, peak_rss_mb, write_block
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import read_channel
+from cnn_kmeans.heap import map_large_allocations
 from cnn_kmeans.model import KMEANS_SAMPLE, CNNKMeans, silhouette
 from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.trainer import as_tensor
@@ -81,6 +82,7 @@ def point(csv: Path, kmeans_options: bool) -> dict:
     model = CNNKMeans(config, torch.device("cpu"), progress=False)
     values = timed("parse", out, read_channel, csv)
     limit_primitive_cache(os.environ, values)  # as the training job does, before training
+    map_large_allocations(values)
     out["count"], out["length"] = values.shape
     out["values_mb"] = values.nbytes / 1e6
     training = timed("prepare", out, model.start, values)

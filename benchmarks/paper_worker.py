@@ -94,11 +94,13 @@ def run_ours(spec: dict, train: np.ndarray, data: np.ndarray) -> dict:
     from cnn_kmeans import __version__
     from cnn_kmeans.config import Config
     from cnn_kmeans.errors import TrainingInterrupted
+    from cnn_kmeans.heap import map_large_allocations
     from cnn_kmeans.model import CNNKMeans
     from cnn_kmeans.onednn import limit_primitive_cache
 
     torch.set_num_threads(spec["threads"])
     limit_primitive_cache(os.environ, train)  # as the training job does, before training
+    map_large_allocations(train)
     total = spec["warmup"] + spec["steps"]
     # The defaults are the paper's: batch 10, 10 negatives, 40 filters, 10 blocks, reduced 160,
     # output 320, kernel 3, lr 0.001 (bench_paper.py prints them). Epochs only bound the run.

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/profile_long.py [--length 1460] [--steps 12]
     OMP_NUM_THREADS=1 python benchmarks/profile_long.py --cache --steps 30 [--length 1460]
+    OMP_NUM_THREADS=1 python benchmarks/profile_long.py --memory --steps 30 [--length 1460]
 
 At the default hyperparameters, on `--count` random walks of `--length` steps (issue 16 item 2:
 100 series of length 1,460), it prints:
@@ -22,6 +23,11 @@ At the default hyperparameters, on `--count` random walks of `--length` steps (i
   cells, it is what the triplet step's convolutions cost on this CPU with no padding and nothing
   else (issue 16 item 2 asks for 5x the paper's code per step: that is possible only if this
   floor is below a fifth of the paper's CPU seconds per step).
+
+With `--memory`, only training at the default budget as the training job runs it (oneDNN's
+cache off past 512 steps, `cnn_kmeans.heap`'s mmap threshold, recomputation in runs of
+`RECOMPUTE_RUN` blocks) against malloc's default threshold and one block per run, each in its
+own process, alternating, twice: CPU seconds per step and the peak RSS every 5 steps.
 
 With `--cache`, only training with oneDNN's primitive cache at its default and off (see
 `cnn_kmeans.onednn`), each in its own process, twice, interleaved: CPU seconds per step and the
@@ -47,6 +53,7 @@ import torch.nn.functional as F
 from cnn_kmeans import encoder as encoder_module
 from cnn_kmeans.config import Config
 from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.heap import map_large_allocations
 from cnn_kmeans.loss import sample_triplets, triplet_loss
 from cnn_kmeans.model import CNNKMeans
 from cnn_kmeans.onednn import CACHE_ENV, LEGACY_CACHE_ENV
@@ -200,6 +207,10 @@ def child(args: argparse.Namespace) -> dict:
     default: recompute past `RECOMPUTE_ABOVE_BYTES`) or 'encode'."""
     start_rss = peak_rss_mb()
     config, rng, series, encoder, lengths = setup(args)
+    if args.recompute_run:
+        encoder_module.RECOMPUTE_RUN = args.recompute_run
+    if not args.malloc_default:
+        map_large_allocations(series.numpy())  # as the training job does
     if args.child == "encode":
         model = CNNKMeans(config, device=torch.device("cpu"))
         model.encoder_ = encoder
@@ -222,6 +233,26 @@ def child(args: argparse.Namespace) -> dict:
     result["start_rss_mb"] = start_rss
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def compare_memory(args: argparse.Namespace) -> None:
+    """The training job's memory settings against malloc's default and per-block recomputation
+    (see the module docstring), interleaved twice."""
+    print(f"length {args.length}, {args.count} series, --steps {args.steps}, oneDNN cache off")
+    environ = {**os.environ, CACHE_ENV: "0"}
+    for _ in range(2):
+        for label, extra in (
+            ("as the job (mmap threshold fixed, runs of blocks)", []),
+            ("malloc's default, one block per run", ["--malloc-default", "--recompute-run", "1"]),
+        ):
+            command = [sys.executable, __file__, "--child", "train", *extra]
+            command += ["--length", str(args.length), "--count", str(args.count)]
+            command += ["--steps", str(args.steps)]
+            out = subprocess.run(
+                command, check=True, capture_output=True, text=True, env=environ
+            ).stdout
+            print(f"  {label}: {out.strip()}", flush=True)
+    print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def compare_cache(args: argparse.Namespace) -> None:
@@ -258,13 +289,23 @@ def main() -> None:
         help="steps for the convolution floor (0: skip it)",
     )
     parser.add_argument("--floor-only", action="store_true", help="only the convolution floor")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only compare the training job's memory settings with malloc's and per-block runs",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--malloc-default", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--recompute-run", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
         return
     if args.cache:
         compare_cache(args)
+        return
+    if args.memory:
+        compare_memory(args)
         return
     print(f"length {args.length}, {args.count} series, torch threads {torch.get_num_threads()}")
     config, rng, series, encoder, lengths = setup(args)

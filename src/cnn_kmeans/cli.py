@@ -15,6 +15,7 @@ from cnn_kmeans import __version__
 from cnn_kmeans.config import HYPERPARAMETERS, Config, Hyperparameter
 from cnn_kmeans.data import format_csv, read_channel
 from cnn_kmeans.errors import UserError
+from cnn_kmeans.heap import map_large_allocations
 from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.outputs import OUTPUT_CHOICES, output_values
 from cnn_kmeans.report import (
@@ -147,6 +148,7 @@ def train(args: argparse.Namespace) -> None:
     series = read_channel(args.train)
     valid = read_channel(args.validation) if args.validation else None
     limit_primitive_cache(os.environ, series, valid)
+    map_large_allocations(series, valid)
     model = CNNKMeans(config, threads=args.torch_threads)
     history: list[dict] = []
     model.fit(series, valid, on_epoch=lambda report: history.append(epoch_record(report)))

@@ -23,6 +23,7 @@ from cnn_kmeans.container.stopping import StopFlag, StoppedEarly
 from cnn_kmeans.data import read_channel
 from cnn_kmeans.distributed import World
 from cnn_kmeans.errors import TrainingInterrupted, UserError
+from cnn_kmeans.heap import map_large_allocations
 from cnn_kmeans.model import SILHOUETTE_SAMPLE, CNNKMeans, default_device, prepare, silhouette
 from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
@@ -75,6 +76,7 @@ def run(
         "" if valid_raw is None else f"; {len(valid_raw)} validation series",
     )
     limit_primitive_cache(os.environ, train_raw, valid_raw)
+    map_large_allocations(train_raw, valid_raw)
     training = model.start(train_raw, valid_raw, warm_start=previous is not None)
     trainer = training.trainer
 
