@@ -27,10 +27,9 @@ TRAINING_GROUPS = 3
 # A training step keeps its blocks' activations for the backward pass while they fit in this many
 # bytes (estimated by `Encoder.activation_bytes`); a larger step keeps only the inputs of runs of
 # blocks (`RECOMPUTE_RUN`) and recomputes them in the backward pass, for the same gradients bit
-# for bit. At the
-# defaults the activations are ~7 KB per padded time step, so every step at length 150 fits
-# (recomputing made them 1.36x slower: 0.27 vs 0.20 CPU s, for 442 vs 553 MB peak RSS), while at
-# length 1,460 a step's activations reach 1.3 GB and most steps recompute
+# for bit. At the defaults the activations are ~7 KB per padded time step, so every step at
+# length 150 fits (recomputing made them 1.36x slower: 0.27 vs 0.20 CPU s, for 442 vs 553 MB
+# peak RSS), while at length 1,460 a step's activations reach 1.3 GB and most steps recompute
 # (benchmarks/profile_long.py).
 RECOMPUTE_ABOVE_BYTES = 256 << 20
 # A recomputing step keeps the input of every run of this many blocks (the last, widest block is
