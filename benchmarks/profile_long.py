@@ -149,12 +149,32 @@ def floor(args: argparse.Namespace, config, rng, series, encoder, lengths) -> No
             f"{true:,}/{padded:,}"
         )
     total = [sum(r[i] for r in rows) for i in range(4)]
+    # The steps above are few and their window lengths vary widely: the floor of an average step
+    # is the floor per true cell times the mean true cells of many drawn steps.
+    draws = np.random.default_rng(1)
+    mean_cells = statistics.mean(
+        cells(
+            sample_triplets(
+                draws,
+                lengths,
+                draws.permutation(len(lengths))[: config.batch_size],
+                config.negative_samples,
+            )
+        )[0]
+        for _ in range(2000)
+    )
+    per_cell = total[2] / sum(r[4] for r in rows)
     print(
         f"  over {len(rows)} steps: the convolutions alone are {total[1] / total[0]:.0%} of the "
         f"step time; at true cells {total[2] / len(rows):.2f} CPU s per step; the step runs its "
         f"convolutions' forward+backward at {3 * total[3] / total[0] / 1e9:.0f} GFLOP/s, alone "
         f"they run at {3 * total[3] / total[1] / 1e9:.0f} (3x the forward FLOPs; load "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
+    print(
+        f"  floor per true cell {per_cell * 1e6:.1f} us; an average step here has "
+        f"{mean_cells:,.0f} true cells (2,000 drawn steps): its convolution floor is "
+        f"{per_cell * mean_cells:.2f} CPU s"
     )
 
 
