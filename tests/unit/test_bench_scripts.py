@@ -103,3 +103,30 @@ def test_summary_ratios_are_paper_over_ours_after_warmup():
     assert row["peak_ratio"] == pytest.approx(4.0)  # highest peaks: 2000 / 500
     line = table([row], {"gunpoint": "GunPoint"}).splitlines()[-1]
     assert line.startswith("| GunPoint | 2.50 | 0.200 | **12.5×** (15.0–20.0) | 200 | 4,000 |")
+
+
+def test_the_convolution_floor_counts_each_calls_flops_over_its_valid_width():
+    from benchmarks.profile_long import conv_floor
+
+    # 2 series x 4 channels x 10 steps, 5 filters of 3 taps, dilation 2: 6 output steps.
+    seconds, flops = conv_floor([((2, 4, 10), (5, 4, 3), (2,)), ((1, 1, 7), (4, 1, 2), 1)])
+    assert flops == 2 * 2 * 5 * 4 * 3 * 6 + 2 * 1 * 4 * 1 * 2 * 6
+    assert seconds > 0
+
+
+def test_the_floor_scales_to_true_cells_over_the_groups_padded_cells():
+    import numpy as np
+    from benchmarks.profile_long import cells
+
+    from cnn_kmeans.loss import sample_triplets
+
+    rng = np.random.default_rng(0)
+    triplets = sample_triplets(rng, rng.integers(20, 300, size=30), np.arange(10), 10)
+    true, padded = cells(triplets)
+    lengths = np.concatenate(
+        [triplets.anchor_length, triplets.positive_length, triplets.negative_length.ravel()]
+    )
+    assert true == lengths.sum()
+    # Three groups of 40 sorted windows, each padded to its longest window's multiple of 16.
+    ordered = np.sort(lengths)
+    assert padded == sum(40 * -(-ordered[i + 39] // 16) * 16 for i in (0, 40, 80))
