@@ -22,7 +22,7 @@ import logging
 
 import numpy as np
 
-from cnn_kmeans.onednn import LONG_SERIES
+from cnn_kmeans.onednn import LONG_SERIES, longest_series
 
 # glibc's malloc.h: M_MMAP_THRESHOLD.
 M_MMAP_THRESHOLD = -3
@@ -36,7 +36,7 @@ def map_large_allocations(*series: np.ndarray | None, threshold: int = LARGE_BYT
     this process's mmap threshold at `threshold` bytes when a series is longer than
     `LONG_SERIES` steps. Process-wide and permanent. Returns whether it was set (False on a C
     library without glibc's `mallopt`, e.g. macOS's, where nothing changes)."""
-    longest = max((x.shape[1] for x in series if x is not None), default=0)
+    longest = longest_series(*series)
     if longest <= LONG_SERIES:
         return False
     try:

@@ -36,6 +36,12 @@ LONG_SERIES = 512
 log = logging.getLogger(__name__)
 
 
+def longest_series(*series: np.ndarray | None) -> int:
+    """The width of the widest of `series` (NaN-padded (N, L) arrays; None for an absent
+    channel): the length `LONG_SERIES` is compared with."""
+    return max((x.shape[1] for x in series if x is not None), default=0)
+
+
 def limit_primitive_cache(environ: MutableMapping[str, str], *series: np.ndarray | None) -> bool:
     """Turn the primitive cache off in `environ` before training on `series` (NaN-padded
     (N, L) arrays; None for a channel that is absent), and log it.
@@ -43,7 +49,7 @@ def limit_primitive_cache(environ: MutableMapping[str, str], *series: np.ndarray
     Only when a series is longer than `LONG_SERIES` steps, and only when neither name of the
     setting is in `environ` already. Returns whether it set it.
     """
-    longest = max((x.shape[1] for x in series if x is not None), default=0)
+    longest = longest_series(*series)
     if longest <= LONG_SERIES or CACHE_ENV in environ or LEGACY_CACHE_ENV in environ:
         return False
     environ[CACHE_ENV] = "0"
