@@ -206,8 +206,14 @@ def run(
     steps_per_epoch = math.ceil(len(X_train) / config.batch_size)
     targets = {0, config.epochs}
     targets |= {max(config.epochs, math.ceil(steps / steps_per_epoch)) for steps in min_steps}
+    # A clustering stage (`cluster-epochs`) follows the triplet epochs of every trained
+    # snapshot; its snapshot is at the epochs reached (triplet + stage). The triplet epochs
+    # before it are the default run's, so its checkpoint at the default epochs is a valid start.
+    stage = config.cluster_epochs
+    if stage and len(targets) > 2:
+        raise SystemExit("--min-steps and a cluster-epochs lever: run them separately")
     shots = {s["epochs"]: s for s in record.get("snapshots", [])}
-    if not targets - set(shots):
+    if not {t + stage if t else 0 for t in targets} - set(shots):
         return record
     model = CNNKMeans(config.replace(epochs=max(targets)), device=torch.device("cpu"))
     training = model.start(X_train)
@@ -219,15 +225,15 @@ def run(
     if checkpoints:
         trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
     for target in sorted(targets):
-        if target < trainer.epoch:
+        if target < trainer.epoch - (stage if trainer.epoch > target else 0):
             continue
         if target:
             trainer.config = trainer.config.replace(epochs=target)
             training.run()
-        torch.save(trainer.state_dict(), cache / f"{name}-seed{seed}-epoch{target}.pt")
-        if target in shots:
+        torch.save(trainer.state_dict(), cache / f"{name}-seed{seed}-epoch{trainer.epoch}.pt")
+        if trainer.epoch in shots:
             continue
-        shots[target] = snapshot(model, data, k, seed, trainer, name, cache)
+        shots[trainer.epoch] = snapshot(model, data, k, seed, trainer, name, cache)
         if target == config.epochs:
             model.fit_clusters(model.transform(X_train))
             same = np.array_equal(
@@ -236,7 +242,7 @@ def run(
                     model.transform(X_train), model.transform(X_test), k, seed
                 ),
             )
-            shots[target]["predict_matches_none"] = bool(same)
+            shots[trainer.epoch]["predict_matches_none"] = bool(same)
         record["snapshots"] = [shots[e] for e in sorted(shots)]
         save()
     return record

@@ -39,8 +39,9 @@ Score = Callable[[dict], float | None]
 
 
 def default_shot(record: dict) -> dict | None:
-    """The snapshot at the default epochs."""
-    epochs = record.get("config", {}).get("epochs")
+    """The snapshot at the default epochs (and a clustering stage's, if the run has one)."""
+    config = record.get("config", {})
+    epochs = config.get("epochs", 0) + config.get("cluster-epochs", 0)
     return next((s for s in record.get("snapshots", []) if s["epochs"] == epochs), None)
 
 

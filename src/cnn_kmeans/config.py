@@ -151,6 +151,24 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         high=1.0,
     ),
     Hyperparameter(
+        "cluster-epochs",
+        int,
+        0,
+        "when >0: a clustering stage of this many more passes after the triplet epochs (IDEC: "
+        "the triplet loss + cluster-weight x KL divergence sharpening soft assignments to "
+        "centroids started by KMeans); KMeans is then fitted again. Needs max-clusters=0",
+        low=0,
+        high=10000,
+    ),
+    Hyperparameter(
+        "cluster-weight",
+        float,
+        1.0,
+        "weight of the clustering stage's KL divergence against the triplet loss",
+        low=0.0,
+        high=100.0,
+    ),
+    Hyperparameter(
         "seed",
         int,
         0,
@@ -198,12 +216,19 @@ class Config:
     scaling: str = "global"
     features: str = "raw"
     positive_augment: float = 0.0
+    cluster_epochs: int = 0
+    cluster_weight: float = 1.0
     seed: int = 0
     max_clusters: int = 0
 
     def __post_init__(self) -> None:
         for hp in HYPERPARAMETERS:
             object.__setattr__(self, hp.field, hp.check(getattr(self, hp.field)))
+        if self.cluster_epochs and self.max_clusters:
+            raise UserError(
+                f"cluster-epochs={self.cluster_epochs} clusters around `clusters` centroids and "
+                f"max-clusters={self.max_clusters} chooses k after training: set one of them to 0"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:

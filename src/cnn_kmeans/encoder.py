@@ -48,6 +48,12 @@ RECOMPUTE_RUN = 3
 PADDING_WASTE = 0.25
 
 
+# Inference batches hold at most this many time steps (series x padded length): bounds memory,
+# and on CPU batches of this size also encode fastest (measured: 1<<14 beats 1<<16 by 1.6x;
+# 1<<13 encodes as fast and its smaller temporaries keep the peak RSS ~40 MB lower).
+INFERENCE_CELLS = 1 << 13
+
+
 class CausalConv(nn.Module):
     """A weight-normalised dilated convolution that only looks at the present and the past.
 

@@ -15,7 +15,7 @@ from cnn_kmeans.clustering import prepare_features
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import Encoder, encode_windows
+from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, encode_windows
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.progress import Progress, log_epoch, visible
@@ -25,10 +25,6 @@ from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
 
 log = logging.getLogger(__name__)
 
-# Inference batches hold at most this many time steps (series x padded length): bounds memory,
-# and on CPU batches of this size also encode fastest (measured: 1<<14 beats 1<<16 by 1.6x;
-# 1<<13 encodes as fast and its smaller temporaries keep the peak RSS ~40 MB lower).
-INFERENCE_CELLS = 1 << 13
 # Silhouette scores are computed on at most this many series (seeded sample).
 SILHOUETTE_SAMPLE = 10_000
 # ... in chunks of pairwise distances of this many MB. scikit-learn's default (1,024 MB) peaked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, encode_windows
 from cnn_kmeans.errors import TrainingInterrupted
 from cnn_kmeans.loss import (
     TripletObjective,
@@ -23,8 +24,11 @@ from cnn_kmeans.loss import (
     sample_triplets,
     triplet_loss,
 )
+from cnn_kmeans.refine import ClusteringObjective, soft_assignments, target_distribution
 
 __all__ = ["EpochReport", "Trainer", "TrainingInterrupted", "as_tensor"]
+
+log = logging.getLogger(__name__)
 
 # Validation loss is an average over at most this many anchors, always the same ones.
 MAX_VALIDATION_ANCHORS = 1024
@@ -61,6 +65,11 @@ def planned_epochs(config: Config, series: int) -> int:
     return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
 
 
+def total_epochs(config: Config, series: int) -> int:
+    """All passes of a job: `planned_epochs`, then `cluster_epochs` of the clustering stage."""
+    return planned_epochs(config, series) + config.cluster_epochs
+
+
 class Trainer:
     """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
     the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
@@ -81,6 +90,10 @@ class Trainer:
         self.order: np.ndarray | None = None  # the current epoch's shuffled anchors
         self.step = 0  # steps taken in the current epoch
         self.loss_sum = 0.0  # sum of loss x anchors over those steps
+        # The clustering stage (`cluster_epochs`, see `cnn_kmeans.refine`): its centroids live in
+        # `self.objective` once it has begun; `target` is the current epoch's (N, k) target.
+        self.staged = False
+        self.target: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -112,9 +125,12 @@ class Trainer:
         """
         series = as_tensor(train, self.device)
         valid_series = None if valid is None else as_tensor(valid, self.device)
-        epochs = planned_epochs(self.config, len(train_lengths))
+        triplet_epochs = planned_epochs(self.config, len(train_lengths))
+        epochs = total_epochs(self.config, len(train_lengths))
         while self.epoch < epochs:
             began = time.perf_counter()
+            if self.epoch >= triplet_epochs and self.order is None:
+                self._stage_epoch(series, train_lengths)
             train_loss = self.run_epoch(series, train_lengths, should_stop, on_step)
             valid_loss = (
                 None if valid_series is None else self.validation_loss(valid_series, valid_lengths)
@@ -158,7 +174,7 @@ class Trainer:
             triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
             if self.config.positive_augment > 0:
                 triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
-            loss, weight = self._shard_loss(series, triplets)
+            loss, weight = self._shard_loss(series, triplets, lengths)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
             self.optimizer.step()
@@ -170,13 +186,78 @@ class Trainer:
         self.order = None
         return total / len(lengths)
 
-    def _shard_loss(self, series: torch.Tensor, triplets: Triplets) -> tuple[torch.Tensor, float]:
+    def _shard_loss(
+        self, series: torch.Tensor, triplets: Triplets, lengths: np.ndarray
+    ) -> tuple[torch.Tensor, float]:
         """This rank's loss and the weight that makes DDP's gradient average the batch mean."""
         size = triplets.batch_size
         rows = self.world.shard(size)
+        weight = len(rows) * self.world.size / size
         if len(rows) == 0:  # a last batch smaller than the world: take part, contribute nothing
-            return self.objective(series, triplets.subset(np.arange(1))), 0.0
-        return self.objective(series, triplets.subset(rows)), len(rows) * self.world.size / size
+            rows, weight = np.arange(1), 0.0
+        stage = (lengths, self.target) if self.staged else ()
+        return self.objective(series, triplets.subset(rows), *stage), weight
+
+    def _stage_epoch(self, series: torch.Tensor, lengths: np.ndarray) -> None:
+        """Before each epoch of the clustering stage: start the stage the first time (centroids
+        by KMeans on the features of every training series), then compute the epoch's target
+        distribution from the features as they are."""
+        features = self._encode_all(series, lengths)
+        if not self.staged:
+            log.info(
+                "clustering stage: %d epochs of the triplet loss + %g x KL(target || soft "
+                "assignments to %d centroids)",
+                self.config.cluster_epochs,
+                self.config.cluster_weight,
+                self.config.clusters,
+            )
+            self._begin_stage(self._initial_centroids(features))
+        with torch.no_grad():
+            self.target = target_distribution(soft_assignments(features, self._centroids()))
+
+    def _encode_all(self, series: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+        """Features (N, D) of every whole training series, on every rank (each encodes a shard)."""
+        rows = self.world.shard(len(lengths))
+        self.encoder.eval()
+        with torch.inference_mode():
+            features = encode_windows(
+                self.encoder,
+                series,
+                rows,
+                np.zeros(len(rows), dtype=np.int64),
+                lengths[rows],
+                max_cells=INFERENCE_CELLS,
+            )
+            features = self.world.gather_rows(features, len(lengths))
+        return features.clone()  # a normal tensor (usable by autograd-recording code later)
+
+    def _initial_centroids(self, features: torch.Tensor) -> torch.Tensor:
+        """KMeans (10 restarts, the job's seed) on the features, fitted by the leader and sent
+        to every rank, so all ranks start from the same centroids."""
+        k, size = self.config.clusters, features.shape[1]
+        payload = None
+        if self.world.leader:
+            from sklearn.cluster import KMeans  # only when the stage runs (see model._kmeans)
+
+            kmeans = KMeans(n_clusters=k, n_init=10, random_state=self.config.seed)
+            centres = kmeans.fit(features.cpu().numpy()).cluster_centers_
+            payload = centres.astype(np.float32).tobytes()
+        centres = np.frombuffer(self.world.broadcast_bytes(payload), np.float32).reshape(k, size)
+        return torch.from_numpy(centres.copy()).to(self.device)
+
+    def _begin_stage(self, centroids: torch.Tensor) -> None:
+        """Switch the objective to the clustering one, its centroids optimised with the encoder."""
+        objective = ClusteringObjective(self.encoder, centroids, self.config.cluster_weight)
+        self.objective = objective
+        if self.world.distributed:
+            devices = [self.world.device] if self.world.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(objective, device_ids=devices)
+        self.optimizer.add_param_group({"params": [objective.centroids]})
+        self.staged = True
+
+    def _centroids(self) -> torch.Tensor:
+        objective = self.objective.module if self.world.distributed else self.objective
+        return objective.centroids
 
     @torch.inference_mode()
     def validation_loss(self, series: torch.Tensor, lengths: np.ndarray) -> float:
@@ -208,12 +289,22 @@ class Trainer:
             "order": None if self.order is None else torch.from_numpy(self.order),
             "step": self.step,
             "loss_sum": self.loss_sum,
+            "centroids": self._centroids().detach().clone() if self.staged else None,
+            "target": self.target,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         self.encoder.load_state_dict(state["encoder"])
+        centroids = state.get("centroids")
+        if centroids is not None and not self.staged:
+            self._begin_stage(centroids.to(self.device))  # before the optimizer's two groups
+        elif centroids is not None:
+            with torch.no_grad():
+                self._centroids().copy_(centroids)
         self.optimizer.load_state_dict(state["optimizer"])
+        target = state.get("target")
+        self.target = None if target is None else target.to(self.device)
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.elapsed = float(state["elapsed"])

@@ -29,7 +29,7 @@ from cnn_kmeans.onednn import limit_primitive_cache
 from cnn_kmeans.persistence import ARTIFACT_FILES, CONFIG_FILE, load, save
 from cnn_kmeans.preprocess import inner_gaps
 from cnn_kmeans.report import epoch_record, write_training_report
-from cnn_kmeans.trainer import EpochReport, Trainer, planned_epochs
+from cnn_kmeans.trainer import EpochReport, Trainer, total_epochs
 
 log = logging.getLogger("cnn_kmeans.train")
 
@@ -134,7 +134,7 @@ def run(
             checkpointer.save(trainer)
         if trainer.epoch == 0:
             raise
-        stopped = _stopped_early(trainer, planned_epochs(config, len(training.lengths)))
+        stopped = _stopped_early(trainer, total_epochs(config, len(training.lengths)))
         log.warning(
             "%s (%s): fitting KMeans on the encoder as it stands and writing the model",
             interrupted,
