@@ -165,3 +165,27 @@ def test_a_finished_worker_cannot_fail_the_job_while_the_interpreter_tears_down(
     assert "world size 2" in err and len(metric_values(out)["train_loss"]) == 1
     assert (root / "model" / "config.json").is_file()
     assert not (root / "output" / "failure").exists()
+
+
+def test_two_processes_run_the_clustering_stage_as_one_process_does(tmp_path):
+    # The stage rebuilds the DDP objective with the centroids, gathers every series' features
+    # for its targets and broadcasts the leader's KMeans: the same losses as one process.
+    stage = {**HYPERPARAMETERS, "epochs": "2", "cluster-epochs": "2", "cluster-weight": "5"}
+    two = make_job(tmp_path / "two", stage, CHANNELS)
+    process = two_processes(two)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert "clustering stage: 2 epochs" in err
+    root = make_job(tmp_path / "one", stage, CHANNELS)
+    single = subprocess.run(
+        train_command(),
+        env=entrypoint_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert single.returncode == 0, single.stderr
+    losses = metric_values(single.stdout)["train_loss"]
+    assert len(losses) == 4
+    np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)

@@ -121,21 +121,21 @@ def test_a_run_stopped_in_the_stage_resumes_to_the_same_model(data, stop_at):
     )
 
 
-def test_the_stage_changes_the_model_and_sharpens_its_assignments(data):
+def test_the_stage_sharpens_the_assignments_beyond_what_triplet_training_does(data):
     values, lengths = data
-    config = tiny_config(batch_size=5, epochs=2, cluster_epochs=6, cluster_weight=5.0)
-    plain = fitted_trainer(config.replace(cluster_epochs=0), data)
+    # The tiny encoder's features are close together (norm ~0.7), where the Student-t kernel
+    # is flat: a larger learning rate lets 30 steps show the stage's pull.
+    config = tiny_config(batch_size=5, epochs=2, cluster_epochs=6, cluster_weight=5.0, lr=0.01)
     staged = fitted_trainer(config, data)
-    weights = plain.encoder.state_dict()
-    assert any(not torch.equal(staged.encoder.state_dict()[n], w) for n, w in weights.items())
+    control = fitted_trainer(config.replace(cluster_weight=0.0), data)  # same passes, no KL
     series = torch.from_numpy(values)
-    centroids = staged.state_dict()["centroids"]
-    first = staged.target  # the last epoch's target, computed from the encoder before it
-    after = soft_assignments(staged._encode_all(series, lengths), centroids)
-    before_kl = clustering_loss(
-        first, soft_assignments(plain._encode_all(series, lengths), centroids)
-    )
-    assert clustering_loss(first, after) < before_kl
+
+    def confidence(trainer: Trainer) -> float:
+        centroids = trainer.state_dict()["centroids"]
+        q = soft_assignments(trainer._encode_all(series, lengths), centroids)
+        return q.max(dim=1).values.mean().item()
+
+    assert confidence(staged) > confidence(control) + 0.02  # measured: 0.463 vs 0.425
 
 
 def test_a_model_with_the_stage_fits_kmeans_on_its_final_features(data):
