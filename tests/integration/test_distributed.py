@@ -59,6 +59,18 @@ def start(root: Path, **extra: str) -> subprocess.Popen:
     return start_job(root, **{"CNN_KMEANS_MASTER_PORT": str(free_port()), **extra})
 
 
+def one_process(root: Path) -> subprocess.CompletedProcess:
+    """The same job in one process, run to its end."""
+    return subprocess.run(
+        train_command(),
+        env=entrypoint_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def two_processes(root: Path) -> subprocess.Popen:
     return start(root, CNN_KMEANS_PROCESSES_PER_HOST="2")
 
@@ -87,14 +99,7 @@ def test_two_processes_train_one_model_and_log_each_metric_once_per_epoch(two_pr
 def test_two_processes_compute_the_single_process_losses(two_process_job, tmp_path):
     _, out, _, _ = two_process_job
     root = make_job(tmp_path, {**HYPERPARAMETERS, "epochs": "2"}, CHANNELS)
-    single = subprocess.run(
-        train_command(),
-        env=entrypoint_env(root),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    single = one_process(root)
     assert single.returncode == 0, single.stderr
     # Sharded batches weighted so that DDP's average is the batch mean: the same optimisation.
     np.testing.assert_allclose(
@@ -177,14 +182,7 @@ def test_two_processes_run_the_clustering_stage_as_one_process_does(tmp_path):
     assert process.returncode == 0, err
     assert "clustering stage: 2 epochs" in err
     root = make_job(tmp_path / "one", stage, CHANNELS)
-    single = subprocess.run(
-        train_command(),
-        env=entrypoint_env(root),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    single = one_process(root)
     assert single.returncode == 0, single.stderr
     losses = metric_values(single.stdout)["train_loss"]
     assert len(losses) == 4
