@@ -225,7 +225,7 @@ def run(
     if checkpoints:
         trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
     for target in sorted(targets):
-        if target < trainer.epoch - (stage if trainer.epoch > target else 0):
+        if target + (stage if target else 0) < trainer.epoch:  # a checkpoint past it
             continue
         if target:
             trainer.config = trainer.config.replace(epochs=target)

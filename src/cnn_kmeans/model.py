@@ -15,13 +15,13 @@ from cnn_kmeans.clustering import prepare_features
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, encode_windows
+from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.progress import Progress, log_epoch, visible
 from cnn_kmeans.sweep import choose_k, degenerate_warning, min_cluster_size
 from cnn_kmeans.threads import default_threads, process_cores, torch_threads
-from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor
+from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor, encode_series
 
 log = logging.getLogger(__name__)
 
@@ -348,21 +348,18 @@ class CNNKMeans:
         and all of them receive every row.
         """
         world = self.world if distributed else World(device=self.device)
-        rows = world.shard(len(lengths))
-        progress = Progress("encoding", len(rows), "series", enabled=self.progress)
-        self.encoder_.eval()
-        with torch.inference_mode():
-            features = encode_windows(
-                self.encoder_,
-                as_tensor(scaled if len(rows) == len(lengths) else scaled[rows], self.device),
-                np.arange(len(rows)),
-                np.zeros(len(rows), dtype=np.int64),
-                lengths[rows],
-                max_cells=INFERENCE_CELLS,
-                on_batch=progress.update,
-            )
-            progress.finish()
-            features = world.gather_rows(features, len(lengths))
+        progress = Progress(
+            "encoding", len(world.shard(len(lengths))), "series", enabled=self.progress
+        )
+        features = encode_series(
+            self.encoder_,
+            as_tensor(scaled, self.device),
+            lengths,
+            world,
+            INFERENCE_CELLS,
+            on_batch=progress.update,
+        )
+        progress.finish()
         return features.cpu().numpy()
 
     def summary(self) -> dict[str, Any]:

@@ -70,6 +70,32 @@ def total_epochs(config: Config, series: int) -> int:
     return planned_epochs(config, series) + config.cluster_epochs
 
 
+def encode_series(
+    encoder: Encoder,
+    series: torch.Tensor,
+    lengths: np.ndarray,
+    world: World,
+    max_cells: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Features (N, D) of the whole series of `series` ((N, L), see `encode_windows`), without
+    gradients, in batches of at most `max_cells` cells. Data-parallel (a collective): each rank
+    encodes its shard (`World.shard`) and every rank receives all the rows."""
+    rows = world.shard(len(lengths))
+    encoder.eval()
+    with torch.inference_mode():
+        features = encode_windows(
+            encoder,
+            series,
+            rows,
+            np.zeros(len(rows), dtype=np.int64),
+            lengths[rows],
+            max_cells=max_cells,
+            on_batch=on_batch,
+        )
+        return world.gather_rows(features, len(lengths))
+
+
 class Trainer:
     """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
     the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
@@ -216,19 +242,8 @@ class Trainer:
             self.target = target_distribution(soft_assignments(features, self._centroids()))
 
     def _encode_all(self, series: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
-        """Features (N, D) of every whole training series, on every rank (each encodes a shard)."""
-        rows = self.world.shard(len(lengths))
-        self.encoder.eval()
-        with torch.inference_mode():
-            features = encode_windows(
-                self.encoder,
-                series,
-                rows,
-                np.zeros(len(rows), dtype=np.int64),
-                lengths[rows],
-                max_cells=INFERENCE_CELLS,
-            )
-            features = self.world.gather_rows(features, len(lengths))
+        """Features (N, D) of every whole training series, on every rank."""
+        features = encode_series(self.encoder, series, lengths, self.world, INFERENCE_CELLS)
         return features.clone()  # a normal tensor (usable by autograd-recording code later)
 
     def _initial_centroids(self, features: torch.Tensor) -> torch.Tensor:
