@@ -138,9 +138,15 @@ def test_the_stage_sharpens_the_assignments_beyond_what_triplet_training_does(da
     assert confidence(staged) > confidence(control) + 0.02  # measured: 0.463 vs 0.425
 
 
-def test_a_model_with_the_stage_fits_kmeans_on_its_final_features(data):
+def test_a_model_with_the_stage_trains_it_then_fits_kmeans_on_its_final_features(data):
+    from sklearn.cluster import KMeans
+
     rows, _ = cylinder_bell_funnel(24, seed=5, low=20, high=50)
-    model = CNNKMeans(tiny_config(epochs=1, cluster_epochs=1), progress=False).fit(rows)
+    config = tiny_config(epochs=1, cluster_epochs=1)
+    model = CNNKMeans(config, progress=False).fit(rows)
+    plain = CNNKMeans(config.replace(cluster_epochs=0), progress=False).fit(rows)
     features = model.transform(rows)
+    assert not np.array_equal(features, plain.transform(rows))  # the stage ran in `fit`
+    refit = KMeans(n_clusters=3, n_init=10, random_state=config.seed).fit(features)
+    np.testing.assert_allclose(model.centroids_, refit.cluster_centers_, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(model.predict(rows), model.assign(features)[0])
-    assert model.centroids_.shape == (3, 8)
