@@ -169,6 +169,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         high=100.0,
     ),
     Hyperparameter(
+        "encoders",
+        int,
+        1,
+        "encoders trained side by side, each from its own initial weights and triplets; the "
+        "features are theirs concatenated, each encoder's scaled to unit mean variance over the "
+        "training series. A pass trains every encoder: it costs `encoders` times one encoder's",
+        low=1,
+        high=16,
+    ),
+    Hyperparameter(
         "seed",
         int,
         0,
@@ -194,7 +204,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
 BY_NAME: dict[str, Hyperparameter] = {hp.name: hp for hp in HYPERPARAMETERS}
 
 # Hyperparameters that fix the encoder's shape: an artifact can only be trained further with them.
-ARCHITECTURE = ("blocks", "filters", "kernel-size", "reduced-size", "output-size", "scaling")
+ARCHITECTURE = (
+    "blocks",
+    "filters",
+    "kernel-size",
+    "reduced-size",
+    "output-size",
+    "scaling",
+    "encoders",
+)
 
 
 @dataclass(frozen=True)
@@ -218,6 +236,7 @@ class Config:
     positive_augment: float = 0.0
     cluster_epochs: int = 0
     cluster_weight: float = 1.0
+    encoders: int = 1
     seed: int = 0
     max_clusters: int = 0
 
@@ -228,6 +247,12 @@ class Config:
             raise UserError(
                 f"cluster-epochs={self.cluster_epochs} clusters around `clusters` centroids and "
                 f"max-clusters={self.max_clusters} chooses k after training: set one of them to 0"
+            )
+        if self.encoders > 1 and self.features == "whitened":
+            raise UserError(
+                f"features=whitened mixes all features, but with encoders={self.encoders} each "
+                "encoder's features are prepared on their own: use features=raw or standardised, "
+                "or encoders=1"
             )
 
     @classmethod

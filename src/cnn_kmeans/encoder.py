@@ -142,6 +142,19 @@ class Encoder(nn.Module):
         # Channels of every block's output: autograd keeps ~3 float32 tensors of each per time
         # step (measured ~7 KB per step at the defaults, 12 bytes x 560 channels = 6.7 KB).
         self.activation_channels = filters * blocks + reduced_size
+        # Encoders whose training graphs are alive at once (an `Ensemble`'s members, all
+        # encoded before one backward pass): the recomputation threshold is shared among them.
+        self.concurrent = 1
+
+    @property
+    def feature_size(self) -> int:
+        """Features per series (`output_size`)."""
+        return self.linear.out_features
+
+    @property
+    def members(self) -> list[Encoder]:
+        """The encoders whose features make this one's: itself (see `Ensemble`)."""
+        return [self]
 
     def recompute_runs(self) -> list[nn.Module]:
         """The runs of blocks a recomputing forward checkpoints (see `RECOMPUTE_RUN`)."""
@@ -154,7 +167,7 @@ class Encoder(nn.Module):
     def activation_bytes(self, cells: int) -> int:
         """Estimated bytes a training forward keeps for the backward pass over `cells` padded
         time steps (series x padded width) without recomputation."""
-        return 12 * self.activation_channels * cells
+        return 12 * self.activation_channels * cells * self.concurrent
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
@@ -195,6 +208,51 @@ class Encoder(nn.Module):
             h = h.masked_fill(padding[:, None, :], float("-inf"))
         # max (not amax): its backward keeps only the argmax indices, not all of h.
         return self.linear(h.max(dim=2).values)
+
+
+class Ensemble(nn.Module):
+    """Several encoders of the same shape, trained side by side from different initial weights
+    and triplets; a series' features are theirs concatenated (`encoders` x `output_size`).
+
+    Diversity among encoders is what ensembles of deep clusterings draw on (RandomNet: Li, Xi &
+    Lin, 2024, ensembles of clusterings from untrained networks across the UCR archive; encoders
+    trained from different seeds, concatenated, were issue 14's largest gain: BENCHMARKS.md).
+    """
+
+    def __init__(self, members: list[Encoder]):
+        super().__init__()
+        self.encoders = nn.ModuleList(members)
+        for member in members:
+            member.concurrent = len(members)
+
+    @property
+    def members(self) -> list[Encoder]:
+        """The encoders, in the order of their features."""
+        return list(self.encoders)
+
+    @property
+    def feature_size(self) -> int:
+        """Features per series: every member's, concatenated."""
+        return sum(member.feature_size for member in self.encoders)
+
+    def activation_bytes(self, cells: int) -> int:
+        """See `Encoder.activation_bytes`: the members run one after the other."""
+        return self.encoders[0].activation_bytes(cells)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, recompute: bool = False
+    ) -> torch.Tensor:
+        """(B, feature_size): each member's features (see `Encoder.forward`), concatenated."""
+        return torch.cat([m(x, lengths, recompute=recompute) for m in self.encoders], dim=1)
+
+
+def build_encoder(config: Config) -> Encoder | Ensemble:
+    """The encoder a `Config` describes: one `Encoder`, or an `Ensemble` of `encoders` of them
+    initialised one after another from the current torch generator (the first is the encoder
+    one would get alone)."""
+    if config.encoders == 1:
+        return Encoder.from_config(config)
+    return Ensemble([Encoder.from_config(config) for _ in range(config.encoders)])
 
 
 def padded_width(length: np.ndarray | int) -> np.ndarray | int:
@@ -245,7 +303,7 @@ def length_buckets(
 
 
 def encode_windows(
-    encoder: Encoder,
+    encoder: Encoder | Ensemble,
     series: torch.Tensor,
     index: np.ndarray,
     start: np.ndarray,
@@ -262,7 +320,7 @@ def encode_windows(
     batch and encoded in one call; the result is in the order of the windows.
 
     Args:
-        encoder: the encoder.
+        encoder: the encoder (or an ensemble of them).
         series: (N, L) left-aligned series on the encoder's device; what follows each series'
             end (zeros, NaN) is never read: every step past a window's end is zeroed.
         index, start, length: (M,) int64 window descriptions (length >= 1).
@@ -273,12 +331,12 @@ def encode_windows(
         on_batch: called with the number of windows of each batch once it is encoded (progress).
 
     Returns:
-        (M, output_size) features.
+        (M, feature_size) features.
     """
     device = series.device
     # Written in place, group by group: a list of small results kept between the groups' large
     # temporary activations would pin the heap and grow it by about a batch per call.
-    features = series.new_empty((len(length), encoder.linear.out_features))
+    features = series.new_empty((len(length), encoder.feature_size))
     buckets = length_buckets(length, groups=groups, max_cells=max_cells)
     widths = [int(padded_width(int(length[group].max()))) for group in buckets]
     recompute = False

@@ -15,7 +15,7 @@ from cnn_kmeans.clustering import prepare_features
 from cnn_kmeans.config import Config
 from cnn_kmeans.data import pad_rows
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder
+from cnn_kmeans.encoder import INFERENCE_CELLS, build_encoder
 from cnn_kmeans.errors import UserError
 from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.progress import Progress, log_epoch, visible
@@ -162,7 +162,7 @@ class CNNKMeans:
             self.scaler_ = Scaler.fit(self.config.scaling, values)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed)
-                self.encoder_ = Encoder.from_config(self.config).to(self.device)
+                self.encoder_ = build_encoder(self.config).to(self.device)
         valid = valid_lengths = None
         if X_valid is not None:
             valid_values, valid_lengths = prepare(X_valid)
@@ -190,7 +190,7 @@ class CNNKMeans:
         features = self.encode(training.train, training.lengths, distributed=True)
         if not self.world.leader:
             return None
-        features = prepare_features(self.config.features, self.encoder_.linear, features)
+        features = prepare_features(self.config.features, self.encoder_, features)
         self.fit_clusters(features)
         return features
 
@@ -301,7 +301,7 @@ class CNNKMeans:
     # -- inference -----------------------------------------------------------------------------
 
     def transform(self, X: SeriesLike) -> np.ndarray:
-        """Features (N, output_size) float32 of raw series."""
+        """Features (N, D) float32 of raw series (D = encoders x output_size)."""
         values, lengths = prepare(X)
         with visible(self.progress), torch_threads(self._torch_threads()):
             return self.encode(self.scaler_.transform(values), lengths)

@@ -12,7 +12,7 @@ import torch
 
 from cnn_kmeans import __version__
 from cnn_kmeans.config import Config
-from cnn_kmeans.encoder import Encoder
+from cnn_kmeans.encoder import build_encoder
 from cnn_kmeans.errors import ArtifactError, UserError
 from cnn_kmeans.model import CNNKMeans, default_device
 from cnn_kmeans.preprocess import Scaler
@@ -96,7 +96,7 @@ def load(directory: str | os.PathLike, device: torch.device | None = None) -> CN
             f"{directory / ENCODER_FILE} is corrupt: {unreadable(error)}; copy the artifact again "
             "or retrain"
         ) from None
-    encoder = Encoder.from_config(config)
+    encoder = build_encoder(config)
     try:
         encoder.load_state_dict(state)
     except Exception as error:
@@ -107,10 +107,10 @@ def load(directory: str | os.PathLike, device: torch.device | None = None) -> CN
         centroids = np.load(directory / CENTROIDS_FILE, allow_pickle=False)
     except Exception as error:
         raise ArtifactError(f"{directory / CENTROIDS_FILE} is corrupt: {error}") from None
-    if centroids.ndim != 2 or centroids.shape[1] != config.output_size or len(centroids) < 2:
+    if centroids.ndim != 2 or centroids.shape[1] != encoder.feature_size or len(centroids) < 2:
         raise ArtifactError(
             f"{directory / CENTROIDS_FILE} has shape {centroids.shape}; expected "
-            f"(clusters, {config.output_size})"
+            f"(clusters, {encoder.feature_size})"
         )
     model.encoder_ = encoder.to(model.device).eval()
     model.centroids_ = centroids.astype(np.float32, copy=False)

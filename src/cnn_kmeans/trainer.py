@@ -15,14 +15,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, encode_windows
+from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, Ensemble, encode_windows
 from cnn_kmeans.errors import TrainingInterrupted
 from cnn_kmeans.loss import (
     TripletObjective,
     Triplets,
     augment_positives,
+    members_loss,
     sample_triplets,
-    triplet_loss,
 )
 from cnn_kmeans.refine import ClusteringObjective, soft_assignments, target_distribution
 
@@ -71,7 +71,7 @@ def total_epochs(config: Config, series: int) -> int:
 
 
 def encode_series(
-    encoder: Encoder,
+    encoder: Encoder | Ensemble,
     series: torch.Tensor,
     lengths: np.ndarray,
     world: World,
@@ -100,7 +100,7 @@ class Trainer:
     """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
     the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
 
-    def __init__(self, encoder: Encoder, config: Config, world: World | None = None):
+    def __init__(self, encoder: Encoder | Ensemble, config: Config, world: World | None = None):
         self.encoder = encoder
         self.config = config
         self.world = world or World(device=next(encoder.parameters()).device)
@@ -197,9 +197,8 @@ class Trainer:
                 raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
-            triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
-            if self.config.positive_augment > 0:
-                triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
+            # Each encoder of an ensemble gets its own windows of the same anchors.
+            triplets = [self._sample(lengths, anchors) for _ in self.encoder.members]
             loss, weight = self._shard_loss(series, triplets, lengths)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
@@ -212,17 +211,25 @@ class Trainer:
         self.order = None
         return total / len(lengths)
 
+    def _sample(self, lengths: np.ndarray, anchors: np.ndarray) -> Triplets:
+        """One encoder's windows for a step's anchors (augmented when asked)."""
+        triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
+        if self.config.positive_augment > 0:
+            triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
+        return triplets
+
     def _shard_loss(
-        self, series: torch.Tensor, triplets: Triplets, lengths: np.ndarray
+        self, series: torch.Tensor, triplets: list[Triplets], lengths: np.ndarray
     ) -> tuple[torch.Tensor, float]:
         """This rank's loss and the weight that makes DDP's gradient average the batch mean."""
-        size = triplets.batch_size
+        size = triplets[0].batch_size
         rows = self.world.shard(size)
         weight = len(rows) * self.world.size / size
         if len(rows) == 0:  # a last batch smaller than the world: take part, contribute nothing
             rows, weight = np.arange(1), 0.0
         stage = (lengths, self.target) if self.staged else ()
-        return self.objective(series, triplets.subset(rows), *stage), weight
+        shard = [t.subset(rows) for t in triplets]
+        return self.objective(series, shard, *stage), weight
 
     def _stage_epoch(self, series: torch.Tensor, lengths: np.ndarray) -> None:
         """Before each epoch of the clustering stage: start the stage the first time (centroids
@@ -288,7 +295,8 @@ class Trainer:
             triplets = sample_triplets(rng, lengths, anchors, self.config.negative_samples)
             rows = self.world.shard(len(anchors))
             if len(rows):
-                loss = triplet_loss(self.encoder, series, triplets.subset(rows))
+                shard = [triplets.subset(rows)] * len(self.encoder.members)
+                loss = members_loss(self.encoder, series, shard)
                 total += loss.item() * len(rows)
         (total,) = self.world.sum(total)
         return total / count

@@ -26,6 +26,7 @@ SPEC_TABLE = {
     "positive-augment": (float, 0.0, "0–1", True),
     "cluster-epochs": (int, 0, "0–10000", True),
     "cluster-weight": (float, 1.0, "0–100", True),
+    "encoders": (int, 1, "1–16", True),
     "seed": (int, 0, "0–2147483647", False),
     "max-clusters": (int, 0, "0–100 (1 is rejected)", False),
 }
