@@ -30,6 +30,7 @@ The record is rewritten after every stage, so a run that is stopped keeps what i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -130,10 +131,19 @@ def baselines(data: tuple, k: int, seed: int) -> dict[str, dict]:
     return out
 
 
-def snapshot(model, data: tuple, k: int, seed: int, trainer, name: str, cache: Path) -> dict:
-    """Scores of every KMeans variant on the model's current features (saved to the cache)."""
+def snapshot(
+    model, data: tuple, k: int, seed: int, trainer, name: str, cache: Path, check_predict: bool
+) -> dict:
+    """Scores of every KMeans variant on the model's current features, prepared as the product
+    prepares them (`features`, and an ensemble's blocks balanced; saved to the cache). With
+    `check_predict`, also whether the finished model's `predict` is the `none` variant."""
+    from cnn_kmeans.clustering import prepare_features
+
     X_train, y_train, X_test, y_test = data
-    f_train, f_test = model.transform(X_train), model.transform(X_test)
+    # The preparation folds into the final layers: a copy, so training goes on from the original.
+    product = copy.deepcopy(model)
+    f_train = prepare_features(model.config.features, product.encoder_, model.transform(X_train))
+    f_test = product.transform(X_test)
     steps = trainer.epoch * math.ceil(len(X_train) / model.config.batch_size)
     np.savez(cache / f"{name}-seed{seed}-epoch{trainer.epoch}.npz", train=f_train, test=f_test)
     kmeans = {
@@ -147,6 +157,12 @@ def snapshot(model, data: tuple, k: int, seed: int, trainer, name: str, cache: P
         and steps - PAPER_STEPS < steps / trainer.epoch
     ):
         shot.update(svm_accuracy(f_train, y_train, f_test, y_test))
+    if check_predict:
+        product.fit_clusters(f_train)
+        same = np.array_equal(
+            product.predict(X_test), qs.FEATURE_VARIANTS["none"](f_train, f_test, k, seed)
+        )
+        shot["predict_matches_none"] = bool(same)
     return shot
 
 
@@ -233,16 +249,8 @@ def run(
         torch.save(trainer.state_dict(), cache / f"{name}-seed{seed}-epoch{trainer.epoch}.pt")
         if trainer.epoch in shots:
             continue
-        shots[trainer.epoch] = snapshot(model, data, k, seed, trainer, name, cache)
-        if target == config.epochs:
-            model.fit_clusters(model.transform(X_train))
-            same = np.array_equal(
-                model.predict(X_test),
-                qs.FEATURE_VARIANTS["none"](
-                    model.transform(X_train), model.transform(X_test), k, seed
-                ),
-            )
-            shots[trainer.epoch]["predict_matches_none"] = bool(same)
+        check = target == config.epochs
+        shots[trainer.epoch] = snapshot(model, data, k, seed, trainer, name, cache, check)
         record["snapshots"] = [shots[e] for e in sorted(shots)]
         save()
     return record
