@@ -172,9 +172,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "encoders",
         int,
         1,
-        "encoders trained side by side, each from its own initial weights and triplets; the "
-        "features are theirs concatenated, each encoder's scaled to unit mean variance over the "
-        "training series. A pass trains every encoder: it costs `encoders` times one encoder's",
+        "encoders trained one after another, each as a job of its own seed (seed x encoders + "
+        "i) would train it; the features are theirs concatenated, each encoder's scaled to unit "
+        "mean variance over the training series. Training takes `encoders` times as long",
         low=1,
         high=16,
     ),
@@ -247,6 +247,11 @@ class Config:
             raise UserError(
                 f"cluster-epochs={self.cluster_epochs} clusters around `clusters` centroids and "
                 f"max-clusters={self.max_clusters} chooses k after training: set one of them to 0"
+            )
+        if self.encoders > 1 and self.cluster_epochs:
+            raise UserError(
+                f"cluster-epochs={self.cluster_epochs} trains one encoder's features; with "
+                f"encoders={self.encoders} set one of them to its default (0 or 1)"
             )
         if self.encoders > 1 and self.features == "whitened":
             raise UserError(

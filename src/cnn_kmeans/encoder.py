@@ -142,9 +142,6 @@ class Encoder(nn.Module):
         # Channels of every block's output: autograd keeps ~3 float32 tensors of each per time
         # step (measured ~7 KB per step at the defaults, 12 bytes x 560 channels = 6.7 KB).
         self.activation_channels = filters * blocks + reduced_size
-        # Encoders whose training graphs are alive at once (an `Ensemble`'s members, all
-        # encoded before one backward pass): the recomputation threshold is shared among them.
-        self.concurrent = 1
 
     @property
     def feature_size(self) -> int:
@@ -167,7 +164,7 @@ class Encoder(nn.Module):
     def activation_bytes(self, cells: int) -> int:
         """Estimated bytes a training forward keeps for the backward pass over `cells` padded
         time steps (series x padded width) without recomputation."""
-        return 12 * self.activation_channels * cells * self.concurrent
+        return 12 * self.activation_channels * cells
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
@@ -211,8 +208,9 @@ class Encoder(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """Several encoders of the same shape, trained side by side from different initial weights
-    and triplets; a series' features are theirs concatenated (`encoders` x `output_size`).
+    """Several encoders of the same shape, each trained as a one-encoder job of its own seed
+    would be (`member_seed`; `trainer.Trainer` trains them one after another); a series'
+    features are theirs concatenated (`encoders` x `output_size`).
 
     Diversity among encoders is what ensembles of deep clusterings draw on (RandomNet: Li, Xi &
     Lin, 2024, ensembles of clusterings from untrained networks across the UCR archive; encoders
@@ -222,8 +220,6 @@ class Ensemble(nn.Module):
     def __init__(self, members: list[Encoder]):
         super().__init__()
         self.encoders = nn.ModuleList(members)
-        for member in members:
-            member.concurrent = len(members)
 
     @property
     def members(self) -> list[Encoder]:
@@ -246,13 +242,22 @@ class Ensemble(nn.Module):
         return torch.cat([m(x, lengths, recompute=recompute) for m in self.encoders], dim=1)
 
 
+def member_seed(config: Config, index: int) -> int:
+    """The seed of encoder `index` of `config.encoders` (`seed` itself for one encoder): the
+    encoders of seed s are the one-encoder models of seeds s x encoders + index."""
+    return (config.seed * config.encoders + index) % 2**31
+
+
 def build_encoder(config: Config) -> Encoder | Ensemble:
-    """The encoder a `Config` describes: one `Encoder`, or an `Ensemble` of `encoders` of them
-    initialised one after another from the current torch generator (the first is the encoder
-    one would get alone)."""
-    if config.encoders == 1:
-        return Encoder.from_config(config)
-    return Ensemble([Encoder.from_config(config) for _ in range(config.encoders)])
+    """The untrained encoder a `Config` describes: one `Encoder` initialised from `seed`, or an
+    `Ensemble` of `encoders` of them, each initialised from its `member_seed` (the global torch
+    generator is left as it was)."""
+    members = []
+    for index in range(config.encoders):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(member_seed(config, index))
+            members.append(Encoder.from_config(config))
+    return members[0] if len(members) == 1 else Ensemble(members)
 
 
 def padded_width(length: np.ndarray | int) -> np.ndarray | int:

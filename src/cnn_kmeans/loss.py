@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnn_kmeans.encoder import Encoder, Ensemble, encode_windows, padded_width
+from cnn_kmeans.encoder import Encoder, encode_windows, padded_width
 
 
 @dataclass(frozen=True)
@@ -125,25 +124,13 @@ class TripletObjective(torch.nn.Module):
     """The loss as a module, so DistributedDataParallel sees one forward per step (the encoder
     itself runs several times per step, once per length bucket)."""
 
-    def __init__(self, encoder: Encoder | Ensemble):
+    def __init__(self, encoder: Encoder):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, series: torch.Tensor, triplets: Sequence[Triplets]) -> torch.Tensor:
-        """See `members_loss`."""
-        return members_loss(self.encoder, series, triplets)
-
-
-def members_loss(
-    encoder: Encoder | Ensemble, series: torch.Tensor, triplets: Sequence[Triplets]
-) -> torch.Tensor:
-    """The mean over the encoder's members (one for a plain `Encoder`) of each member's
-    `triplet_loss` on its own triplets (`triplets`: one per member). The members share no weights,
-    so each one's gradient is its own loss's, divided by their number (which Adam's steps do
-    not see); the loss stays on one encoder's scale."""
-    members = encoder.members
-    losses = [triplet_loss(m, series, t) for m, t in zip(members, triplets, strict=True)]
-    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+    def forward(self, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:
+        """See `triplet_loss`."""
+        return triplet_loss(self.encoder, series, triplets)
 
 
 def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:

@@ -160,9 +160,7 @@ class CNNKMeans:
             self.encoder_ = self.encoder_.to(self.device)
         else:
             self.scaler_ = Scaler.fit(self.config.scaling, values)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config.seed)
-                self.encoder_ = build_encoder(self.config).to(self.device)
+            self.encoder_ = build_encoder(self.config).to(self.device)
         valid = valid_lengths = None
         if X_valid is not None:
             valid_values, valid_lengths = prepare(X_valid)

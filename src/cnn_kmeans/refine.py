@@ -15,13 +15,11 @@ Discovery 36, 2022); BENCHMARKS.md reports what the stage did here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
-from cnn_kmeans.encoder import Encoder, Ensemble, encode_windows
-from cnn_kmeans.loss import Triplets, members_loss
+from cnn_kmeans.encoder import Encoder, encode_windows
+from cnn_kmeans.loss import Triplets, triplet_loss
 
 # Probabilities are clamped to this before logarithms (a target row can hold exact zeros).
 _TINY = 1e-12
@@ -51,7 +49,7 @@ class ClusteringObjective(torch.nn.Module):
     """Triplet loss + weight x KL(target || q) of the anchors' whole series, as one module so
     DistributedDataParallel sees one forward per step and averages the centroids' gradients."""
 
-    def __init__(self, encoder: Encoder | Ensemble, centroids: torch.Tensor, weight: float):
+    def __init__(self, encoder: Encoder, centroids: torch.Tensor, weight: float):
         super().__init__()
         self.encoder = encoder
         self.centroids = torch.nn.Parameter(centroids)
@@ -60,17 +58,16 @@ class ClusteringObjective(torch.nn.Module):
     def forward(
         self,
         series: torch.Tensor,
-        triplets: Sequence[Triplets],
+        triplets: Triplets,
         lengths: np.ndarray,
         target: torch.Tensor,
     ) -> torch.Tensor:
-        """The loss of one step's anchors (`triplets`: one per member of the encoder, all with
-        the same anchors; `target`: the stage's (N, k) target distribution)."""
-        anchors = triplets[0].anchor_index
+        """The loss of one step's anchors (`target`: the stage's (N, k) target distribution)."""
+        anchors = triplets.anchor_index
         whole = encode_windows(
             self.encoder, series, anchors, np.zeros(len(anchors), np.int64), lengths[anchors]
         )
         q = soft_assignments(whole, self.centroids)
         rows = torch.as_tensor(anchors, device=target.device)
         cluster = clustering_loss(target[rows], q)
-        return members_loss(self.encoder, series, triplets) + self.weight * cluster
+        return triplet_loss(self.encoder, series, triplets) + self.weight * cluster

@@ -15,14 +15,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.distributed import World
-from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, Ensemble, encode_windows
+from cnn_kmeans.encoder import INFERENCE_CELLS, Encoder, Ensemble, encode_windows, member_seed
 from cnn_kmeans.errors import TrainingInterrupted
 from cnn_kmeans.loss import (
     TripletObjective,
     Triplets,
     augment_positives,
-    members_loss,
     sample_triplets,
+    triplet_loss,
 )
 from cnn_kmeans.refine import ClusteringObjective, soft_assignments, target_distribution
 
@@ -59,15 +59,16 @@ def as_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def planned_epochs(config: Config, series: int) -> int:
-    """Passes a job makes over `series` training series: `epochs`, or more when `min_steps`
-    asks for more optimisation steps than `epochs` passes give (small data sets)."""
+    """Passes a job makes over `series` training series with each encoder: `epochs`, or more
+    when `min_steps` asks for more optimisation steps than `epochs` passes give (small sets)."""
     steps_per_epoch = math.ceil(series / config.batch_size)
     return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
 
 
 def total_epochs(config: Config, series: int) -> int:
-    """All passes of a job: `planned_epochs`, then `cluster_epochs` of the clustering stage."""
-    return planned_epochs(config, series) + config.cluster_epochs
+    """All passes of a job: `planned_epochs` with each of the `encoders`, one encoder after the
+    other, then `cluster_epochs` of the clustering stage."""
+    return planned_epochs(config, series) * config.encoders + config.cluster_epochs
 
 
 def encode_series(
@@ -97,21 +98,22 @@ def encode_series(
 
 
 class Trainer:
-    """Trains an encoder; `state_dict` captures everything needed to resume exactly, even from
-    the middle of an epoch (the epoch's shuffled order and the steps already taken)."""
+    """Trains an encoder, or the encoders of an `Ensemble` one after another; `state_dict`
+    captures everything needed to resume exactly, even from the middle of an epoch (the epoch's
+    shuffled order and the steps already taken).
 
-    def __init__(self, encoder: Encoder | Ensemble, config: Config, world: World | None = None):
+    Encoder i of an ensemble trains exactly as a one-encoder job with seed `member_seed(i)`
+    would: its own optimizer and sampling generator, its `planned_epochs`.
+    """
+
+    def __init__(
+        self, encoder: Encoder | Ensemble, config: Config, world: World | None = None
+    ) -> None:
         self.encoder = encoder
         self.config = config
         self.world = world or World(device=next(encoder.parameters()).device)
-        self.objective: torch.nn.Module = TripletObjective(encoder)
-        if self.world.distributed:
-            # DDP averages gradients across processes; every rank starts from rank 0's weights.
-            devices = [self.world.device] if self.world.device.type == "cuda" else None
-            self.objective = DistributedDataParallel(self.objective, device_ids=devices)
-        self.optimizer = torch.optim.Adam(encoder.parameters(), lr=config.lr)
-        self.rng = np.random.default_rng(config.seed)
-        self.epoch = 0  # epochs completed
+        self._use_member(0)
+        self.epoch = 0  # epochs completed (over all encoders)
         self.elapsed = 0.0  # seconds spent in completed epochs
         self.order: np.ndarray | None = None  # the current epoch's shuffled anchors
         self.step = 0  # steps taken in the current epoch
@@ -126,6 +128,19 @@ class Trainer:
         """Where the encoder lives."""
         return next(self.encoder.parameters()).device
 
+    def _use_member(self, index: int) -> None:
+        """Train encoder `index` of the ensemble from now on (the encoder itself when alone):
+        a new objective, optimizer and sampling generator, as a job of its seed has."""
+        self.member = index
+        encoder = self.encoder.members[index]
+        self.objective: torch.nn.Module = TripletObjective(encoder)
+        if self.world.distributed:
+            # DDP averages gradients across processes; every rank starts from rank 0's weights.
+            devices = [self.world.device] if self.world.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=devices)
+        self.optimizer = torch.optim.Adam(encoder.parameters(), lr=self.config.lr)
+        self.rng = np.random.default_rng(member_seed(self.config, index))
+
     def fit(
         self,
         train: np.ndarray,
@@ -136,8 +151,8 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> None:
-        """Run the remaining epochs up to `planned_epochs` (`config.epochs`, or more to reach
-        `config.min_steps` steps).
+        """Run the remaining epochs up to `total_epochs`: `planned_epochs` (`config.epochs`, or
+        more to reach `config.min_steps` steps) with each encoder, then the clustering stage.
 
         Args:
             train: (N, L) cleaned, scaled series, NaN after each series' end.
@@ -151,11 +166,21 @@ class Trainer:
         """
         series = as_tensor(train, self.device)
         valid_series = None if valid is None else as_tensor(valid, self.device)
-        triplet_epochs = planned_epochs(self.config, len(train_lengths))
+        per_encoder = planned_epochs(self.config, len(train_lengths))
+        count = len(self.encoder.members)
         epochs = total_epochs(self.config, len(train_lengths))
         while self.epoch < epochs:
             began = time.perf_counter()
-            if self.epoch >= triplet_epochs and self.order is None:
+            member = min(self.epoch // per_encoder, count - 1)
+            if member != self.member and self.order is None:
+                log.info(
+                    "encoder %d of %d (seed %d)",
+                    member + 1,
+                    count,
+                    member_seed(self.config, member),
+                )
+                self._use_member(member)
+            if self.epoch >= per_encoder * count and self.order is None:
                 self._stage_epoch(series, train_lengths)
             train_loss = self.run_epoch(series, train_lengths, should_stop, on_step)
             valid_loss = (
@@ -185,8 +210,8 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> float:
-        """One pass over the series in shuffled batches (continuing an interrupted pass);
-        returns the mean loss per anchor."""
+        """One pass over the series in shuffled batches (continuing an interrupted pass) with
+        the encoder in training; returns the mean loss per anchor."""
         self.encoder.train()
         size = self.config.batch_size
         if self.order is None:
@@ -197,8 +222,9 @@ class Trainer:
                 raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
-            # Each encoder of an ensemble gets its own windows of the same anchors.
-            triplets = [self._sample(lengths, anchors) for _ in self.encoder.members]
+            triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
+            if self.config.positive_augment > 0:
+                triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
             loss, weight = self._shard_loss(series, triplets, lengths)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
@@ -211,25 +237,17 @@ class Trainer:
         self.order = None
         return total / len(lengths)
 
-    def _sample(self, lengths: np.ndarray, anchors: np.ndarray) -> Triplets:
-        """One encoder's windows for a step's anchors (augmented when asked)."""
-        triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
-        if self.config.positive_augment > 0:
-            triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
-        return triplets
-
     def _shard_loss(
-        self, series: torch.Tensor, triplets: list[Triplets], lengths: np.ndarray
+        self, series: torch.Tensor, triplets: Triplets, lengths: np.ndarray
     ) -> tuple[torch.Tensor, float]:
         """This rank's loss and the weight that makes DDP's gradient average the batch mean."""
-        size = triplets[0].batch_size
+        size = triplets.batch_size
         rows = self.world.shard(size)
         weight = len(rows) * self.world.size / size
         if len(rows) == 0:  # a last batch smaller than the world: take part, contribute nothing
             rows, weight = np.arange(1), 0.0
         stage = (lengths, self.target) if self.staged else ()
-        shard = [t.subset(rows) for t in triplets]
-        return self.objective(series, shard, *stage), weight
+        return self.objective(series, triplets.subset(rows), *stage), weight
 
     def _stage_epoch(self, series: torch.Tensor, lengths: np.ndarray) -> None:
         """Before each epoch of the clustering stage: start the stage the first time (centroids
@@ -283,7 +301,8 @@ class Trainer:
 
     @torch.inference_mode()
     def validation_loss(self, series: torch.Tensor, lengths: np.ndarray) -> float:
-        """The loss on held-out series, with the same sampled windows at every call."""
+        """The loss of the encoder in training on held-out series, with the same sampled windows
+        at every call."""
         self.encoder.eval()
         rng = np.random.default_rng([self.config.seed, 1])
         count = min(len(lengths), MAX_VALIDATION_ANCHORS)
@@ -295,16 +314,17 @@ class Trainer:
             triplets = sample_triplets(rng, lengths, anchors, self.config.negative_samples)
             rows = self.world.shard(len(anchors))
             if len(rows):
-                shard = [triplets.subset(rows)] * len(self.encoder.members)
-                loss = members_loss(self.encoder, series, shard)
+                encoder = self.encoder.members[self.member]
+                loss = triplet_loss(encoder, series, triplets.subset(rows))
                 total += loss.item() * len(rows)
         (total,) = self.world.sum(total)
         return total / count
 
     def state_dict(self) -> dict[str, Any]:
-        """Encoder, optimizer, sampling generator and progress (tensors and plain values only)."""
+        """Encoders, optimizer, sampling generator and progress (tensors and plain values only)."""
         return {
             "encoder": self.encoder.state_dict(),
+            "member": self.member,
             "optimizer": self.optimizer.state_dict(),
             "rng": _rng_state(self.rng),
             "epoch": self.epoch,
@@ -319,6 +339,9 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         self.encoder.load_state_dict(state["encoder"])
+        member = int(state.get("member", 0))
+        if member != self.member:
+            self._use_member(member)  # its optimizer, to load its state into
         centroids = state.get("centroids")
         if centroids is not None and not self.staged:
             self._begin_stage(centroids.to(self.device))  # before the optimizer's two groups

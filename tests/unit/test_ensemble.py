@@ -1,4 +1,4 @@
-"""Several encoders (`encoders`): their initialisation, their own triplets, balanced features."""
+"""Several encoders (`encoders`): each its own seed's model, resumable, balanced features."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import torch
 
 from cnn_kmeans import persistence
 from cnn_kmeans.config import Config
-from cnn_kmeans.encoder import Encoder, build_encoder
+from cnn_kmeans.encoder import Encoder, build_encoder, member_seed
 from cnn_kmeans.errors import ArtifactError, TrainingInterrupted, UserError
-from cnn_kmeans.loss import members_loss, sample_triplets, triplet_loss
 from cnn_kmeans.model import CNNKMeans, prepare
-from cnn_kmeans.trainer import Trainer, as_tensor
+from cnn_kmeans.trainer import Trainer, total_epochs
 from tests.helpers import cylinder_bell_funnel, tiny_config
 
 
@@ -24,79 +23,50 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return prepare(rows)
 
 
-def built(config: Config, seed: int = 3) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_encoder(config)
+def trained(config: Config, data, **fit) -> Trainer:
+    trainer = Trainer(build_encoder(config), config)
+    trainer.fit(*data, **fit)
+    return trainer
 
 
-def test_the_first_encoder_is_the_one_trained_alone_and_the_others_start_elsewhere():
-    alone, ensemble = built(tiny_config()), built(tiny_config(encoders=3))
-    assert isinstance(alone, Encoder) and len(ensemble.members) == 3
-    first, second, third = (m.state_dict() for m in ensemble.members)
-    for name, value in alone.state_dict().items():
-        torch.testing.assert_close(first[name], value, rtol=0, atol=0)
-    weight = "network.0.conv1.conv.parametrizations.weight.original1"
-    assert not torch.equal(first[weight], second[weight])
-    assert not torch.equal(second[weight], third[weight])
+def assert_same_weights(actual: torch.nn.Module, expected: torch.nn.Module) -> None:
+    wanted = expected.state_dict()
+    for name, value in actual.state_dict().items():
+        torch.testing.assert_close(value, wanted[name], rtol=0, atol=0)
 
 
-def test_each_encoder_learns_from_its_own_triplets_alone(data):
-    values, lengths = data
-    series = as_tensor(values, torch.device("cpu"))
-    ensemble = built(tiny_config(encoders=2))
-    rng = np.random.default_rng(0)
-    anchors = np.arange(6)
-    own = [sample_triplets(rng, lengths, anchors, 3) for _ in range(2)]
-    loss = members_loss(ensemble, series, own)
-    loss.backward()
-    grads = [[p.grad.clone() for p in m.parameters()] for m in ensemble.members]
-    expected = []
-    for member, triplets in zip(ensemble.members, own, strict=True):
-        member.zero_grad()
-        alone = triplet_loss(member, series, triplets)
-        (alone / 2).backward()
-        expected.append(alone.item())
-    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-6)
-    for member, got in zip(ensemble.members, grads, strict=True):
-        for grad, parameter in zip(got, member.parameters(), strict=True):
-            torch.testing.assert_close(grad, parameter.grad)
+def test_each_encoder_is_the_model_its_own_seed_trains_alone(data):
+    config = tiny_config(encoders=3, epochs=2, seed=1, batch_size=5)
+    reports = []
+    ensemble = trained(config, data, on_epoch=reports.append).encoder
+    assert [(r.epoch, r.epochs) for r in reports] == [(e, 6) for e in range(1, 7)]
+    assert total_epochs(config, len(data[1])) == 6
+    for index, member in enumerate(ensemble.members):
+        seed = member_seed(config, index)
+        assert seed == 3 + index  # seed x encoders + index: seed 0's encoders are seeds 0, 1, 2
+        alone = trained(config.replace(encoders=1, seed=seed), data).encoder
+        assert isinstance(alone, Encoder)
+        assert_same_weights(member, alone)
+    first, second = (m.state_dict()["linear.weight"] for m in ensemble.members[:2])
+    assert not torch.equal(first, second)
 
 
-def test_training_draws_other_windows_for_each_encoder(data):
-    # Two encoders started from the same weights part after one step only if their windows
-    # differ: the same windows would give both the same gradient.
-    values, lengths = data
-    config = tiny_config(encoders=2, epochs=1)
-    ensemble = built(config)
-    ensemble.members[1].load_state_dict(ensemble.members[0].state_dict())
-    trainer = Trainer(ensemble, config)
+# Stopped as encoder 2 begins (after encoder 1's 5 steps), and inside encoder 2's first epoch.
+@pytest.mark.parametrize("stop_after", [5, 7])
+def test_an_ensemble_resumes_to_the_same_weights(data, stop_after):
+    config = tiny_config(encoders=2, epochs=1, batch_size=5)  # 24 series: 5 steps per epoch
+    straight = trained(config, data)
     steps = []
-    with pytest.raises(TrainingInterrupted):
-        trainer.fit(
-            values, lengths, should_stop=lambda: len(steps) > 0, on_step=lambda: steps.append(1)
-        )
-    first, second = (m.state_dict() for m in ensemble.members)
-    weight = "linear.weight"
-    assert not torch.equal(first[weight], second[weight])
-
-
-def test_an_ensemble_resumes_mid_epoch_to_the_same_weights(data):
-    values, lengths = data
-    config = tiny_config(encoders=2, epochs=2, batch_size=5)
-    straight = Trainer(built(config), config)
-    straight.fit(values, lengths)
-    cut = Trainer(built(config), config)
-    steps = []
+    cut = Trainer(build_encoder(config), config)
     with pytest.raises(TrainingInterrupted):
         cut.fit(
-            values, lengths, should_stop=lambda: len(steps) >= 7, on_step=lambda: steps.append(1)
+            *data, should_stop=lambda: len(steps) >= stop_after, on_step=lambda: steps.append(1)
         )
-    assert cut.epoch == 1 and cut.step == 2  # inside the second epoch
-    resumed = Trainer(built(config, seed=99), config)  # other weights: all of them come back
+    resumed = Trainer(build_encoder(config.replace(seed=9)), config)  # other weights: all restored
     resumed.load_state_dict(cut.state_dict())
-    resumed.fit(values, lengths)
-    for name, value in straight.encoder.state_dict().items():
-        torch.testing.assert_close(resumed.encoder.state_dict()[name], value, rtol=0, atol=0)
+    resumed.fit(*data)
+    assert resumed.epoch == straight.epoch == 2
+    assert_same_weights(resumed.encoder, straight.encoder)
 
 
 @pytest.mark.parametrize("features", ["raw", "standardised"])
@@ -131,15 +101,9 @@ def test_an_artifact_whose_encoder_count_disagrees_with_its_weights_is_refused(t
         persistence.load(tmp_path, torch.device("cpu"))
 
 
-def test_whitened_features_need_one_encoder():
+def test_whitened_features_and_the_clustering_stage_need_one_encoder():
     with pytest.raises(UserError, match=r"features=whitened.*encoders=2"):
         Config(encoders=2, features="whitened")
+    with pytest.raises(UserError, match=r"cluster-epochs=3.*encoders=2"):
+        Config(encoders=2, cluster_epochs=3)
     assert Config(encoders=2, features="standardised").encoders == 2
-
-
-def test_an_ensembles_encoders_share_the_recomputation_budget():
-    # All members' training graphs live until the step's one backward pass, so each member
-    # counts them all when it decides whether to recompute (bounded memory for any `encoders`).
-    alone, ensemble = built(tiny_config()), built(tiny_config(encoders=3))
-    assert ensemble.members[1].activation_bytes(1000) == 3 * alone.activation_bytes(1000)
-    assert ensemble.activation_bytes(1000) == 3 * alone.activation_bytes(1000)
