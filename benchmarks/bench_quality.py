@@ -215,6 +215,7 @@ def run(
         record["baselines"] = baselines(data, k, seed)
         save()
     config = Config.from_dict({"clusters": k, "seed": seed, **(lever[1] if lever else {})})
+    solo = name  # the cache name of one-encoder runs at the defaults
     if lever is not None:
         record.update(lever=lever[0], overrides=lever[1])
         name = f"{lever[0]}-{name}"  # its own cache files
@@ -225,11 +226,16 @@ def run(
     # A clustering stage (`cluster-epochs`) follows the triplet epochs of every trained
     # snapshot; its snapshot is at the epochs reached (triplet + stage). The triplet epochs
     # before it are the default run's, so its checkpoint at the default epochs is a valid start.
+    # With `encoders`, a target's epochs are made by each encoder in turn.
     stage = config.cluster_epochs
     if stage and len(targets) > 2:
         raise SystemExit("--min-steps and a cluster-epochs lever: run them separately")
+
+    def reached(target: int) -> int:
+        return target * config.encoders + stage if target else 0
+
     shots = {s["epochs"]: s for s in record.get("snapshots", [])}
-    if not {t + stage if t else 0 for t in targets} - set(shots):
+    if not {reached(t) for t in targets} - set(shots):
         return record
     model = CNNKMeans(config.replace(epochs=max(targets)), device=torch.device("cpu"))
     training = model.start(X_train)
@@ -238,10 +244,12 @@ def run(
     checkpoints = sorted(
         (int(p.stem.rsplit("epoch", 1)[1]), p) for p in cache.glob(f"{name}-seed{seed}-epoch*.pt")
     )
+    if not checkpoints:
+        checkpoints = from_solo_runs(config, solo, name, cache, k, len(X_train))
     if checkpoints:
         trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
     for target in sorted(targets):
-        if target + (stage if target else 0) < trainer.epoch:  # a checkpoint past it
+        if reached(target) < trainer.epoch:  # a checkpoint past it
             continue
         if target:
             trainer.config = trainer.config.replace(epochs=target)
@@ -254,6 +262,52 @@ def run(
         record["snapshots"] = [shots[e] for e in sorted(shots)]
         save()
     return record
+
+
+def from_solo_runs(
+    config, solo: str, name: str, cache: Path, k: int, series: int
+) -> list[tuple[int, Path]]:
+    """An ensemble's final trainer state, put together from cached one-encoder runs.
+
+    Encoder i of `encoders` is, bit for bit, the one-encoder model of seed `member_seed(i)`
+    (tests/unit/test_ensemble.py), so when every one of them is a default run whose checkpoint
+    at the end of training is in the cache, the ensemble's state at its end is theirs: the
+    encoders' weights, the last one's optimizer and generator, their seconds summed. Returns
+    [(epochs, path)] of that state written as the ensemble's checkpoint (named as the run's
+    own, `name`), or [] (train it).
+    """
+    import torch
+
+    from cnn_kmeans.config import Config
+    from cnn_kmeans.encoder import member_seed
+    from cnn_kmeans.trainer import planned_epochs
+
+    count = config.encoders
+    epochs = planned_epochs(config, series)
+    seeds = [member_seed(config, i) for i in range(count)]
+    paths = [cache / f"{solo}-seed{s}-epoch{epochs}.pt" for s in seeds]
+    default = [Config(clusters=k, seed=s) for s in seeds]
+    if count == 1 or config.min_steps or not all(p.is_file() for p in paths):
+        return []
+    if any(config.replace(encoders=1, seed=s) != d for s, d in zip(seeds, default, strict=True)):
+        return []
+    states = [torch.load(p, weights_only=True) for p in paths]
+    if any(s["epoch"] != epochs or s["order"] is not None for s in states):
+        return []
+    state = {
+        **states[-1],
+        "encoder": {
+            f"encoders.{i}.{key}": value
+            for i, s in enumerate(states)
+            for key, value in s["encoder"].items()
+        },
+        "member": count - 1,
+        "epoch": epochs * count,
+        "elapsed": sum(s["elapsed"] for s in states),
+    }
+    path = cache / f"{name}-seed{config.seed}-epoch{epochs * count}.pt"
+    torch.save(state, path)
+    return [(epochs * count, path)]
 
 
 def main() -> None:

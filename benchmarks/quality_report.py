@@ -39,9 +39,10 @@ Score = Callable[[dict], float | None]
 
 
 def default_shot(record: dict) -> dict | None:
-    """The snapshot at the default epochs (and a clustering stage's, if the run has one)."""
+    """The snapshot at the default epochs (made by each of its `encoders`, and a clustering
+    stage's, if the run has them)."""
     config = record.get("config", {})
-    epochs = config.get("epochs", 0) + config.get("cluster-epochs", 0)
+    epochs = config.get("epochs", 0) * config.get("encoders", 1) + config.get("cluster-epochs", 0)
     return next((s for s in record.get("snapshots", []) if s["epochs"] == epochs), None)
 
 
