@@ -187,3 +187,24 @@ def test_two_processes_run_the_clustering_stage_as_one_process_does(tmp_path):
     losses = metric_values(single.stdout)["train_loss"]
     assert len(losses) == 4
     np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)
+
+
+def test_two_processes_train_an_ensemble_as_one_process_does(tmp_path):
+    # Each encoder gets its own DDP objective and optimizer when its turn comes: the same losses
+    # as one process, over both encoders, and a model with both encoders' features.
+    ensemble = {**HYPERPARAMETERS, "epochs": "2", "encoders": "2"}
+    two = make_job(tmp_path / "two", ensemble, CHANNELS)
+    process = two_processes(two)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert "encoder 2 of 2" in err
+    root = make_job(tmp_path / "one", ensemble, CHANNELS)
+    single = one_process(root)
+    assert single.returncode == 0, single.stderr
+    losses = metric_values(single.stdout)["train_loss"]
+    assert len(losses) == 4
+    np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)
+    series = cylinder_bell_funnel(9, seed=8, low=20, high=40)[0]
+    features = load(two / "model").transform(series)
+    assert features.shape == (9, 2 * int(TINY["output-size"]))
+    np.testing.assert_allclose(features, load(root / "model").transform(series), atol=1e-4)
