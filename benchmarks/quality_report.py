@@ -93,7 +93,10 @@ def _by_set(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def table(
-    records: list[dict], columns: dict[str, Score], optional: tuple[str, ...] = ()
+    records: list[dict],
+    columns: dict[str, Score],
+    optional: tuple[str, ...] = (),
+    digits: int = 3,
 ) -> list[str]:
     """Rows per data set (mean ± sd over seeds); the mean row uses the sets that have every
     column but the `optional` ones (whose mean is shown only when all those sets have them)."""
@@ -106,7 +109,7 @@ def table(
         cells, means = [], {}
         for column, get in columns.items():
             values = [v for v in (get(r) for r in rows) if v is not None]
-            cells.append(_fmt(values))
+            cells.append(_fmt(values, digits))
             if values:
                 means[column] = statistics.mean(values)
         per_set[name] = means
@@ -116,7 +119,7 @@ def table(
     complete = [m for m in per_set.values() if all(c in m for c in required)]
     if complete:
         means = (
-            f"**{statistics.mean(m[c] for m in complete):.3f}**"
+            f"**{statistics.mean(m[c] for m in complete):.{digits}f}**"
             if all(c in m for m in complete)
             else "–"
             for c in columns
@@ -294,9 +297,17 @@ def goal(records: list[dict]) -> list[str]:
     ]
 
 
-def lever_scores(levers: list[dict]) -> dict[str, Score]:
-    """Per retrained lever (its label and hyperparameters): the test ARI of its default-budget
-    snapshot, looked up by the (set, seed) of a default run's record."""
+def training_minutes(record: dict) -> float | None:
+    """Minutes of training to the default-budget snapshot (all encoders, any stage)."""
+    shot = default_shot(record)
+    return None if shot is None else shot["train_seconds"] / 60
+
+
+def lever_scores(levers: list[dict], measure: Score | None = None) -> dict[str, Score]:
+    """Per retrained lever (its label and hyperparameters): `measure` of its record (default:
+    the test ARI of its default-budget snapshot), looked up by the (set, seed) of a default
+    run's record."""
+    measure = measure or ours("default")
     found = {(x["lever"], x["dataset"], x["seed"]): x for x in levers}
     scores = {}
     for label in sorted({x["lever"] for x in levers}):
@@ -305,7 +316,7 @@ def lever_scores(levers: list[dict]) -> dict[str, Score]:
 
         def get(record: dict, label: str = label) -> float | None:
             other = found.get((label, record["dataset"], record["seed"]))
-            return None if other is None else ours("default")(other)
+            return None if other is None else measure(other)
 
         scores[title] = get
     return scores
@@ -323,10 +334,16 @@ def retrained(records: list[dict], levers: list[dict]) -> list[str]:
         rows[f"{title} vs untrained control"] = (get, untrained)
     screened = {(x["dataset"], x["seed"]) for x in levers}
     subset = [r for r in records if (r["dataset"], r["seed"]) in screened]
+    minutes = {"ours (defaults)": training_minutes, **lever_scores(levers, training_minutes)}
     return [
         *paired_table(records, rows),
         "",
         *table(subset, {"ours (defaults)": trained, "untrained control": untrained, **scores}),
+        "",
+        "Training time (minutes, one thread; the lever runs of a clustering stage or of several "
+        "encoders include the default run's epochs or encoders that they start from):",
+        "",
+        *table(subset, minutes, digits=1),
     ]
 
 
