@@ -270,9 +270,10 @@ def from_solo_runs(
     """An ensemble's final trainer state, put together from cached one-encoder runs.
 
     Encoder i of `encoders` is, bit for bit, the one-encoder model of seed `member_seed(i)`
-    (tests/unit/test_ensemble.py), so when every one of them is a default run whose checkpoint
-    at the end of training is in the cache, the ensemble's state at its end is theirs: the
-    encoders' weights, the last one's optimizer and generator, their seconds summed. Returns
+    (tests/unit/test_ensemble.py), so when every one of them is a default run (but for
+    `features`, fitted after training) whose checkpoint at the end of training is in the
+    cache, the ensemble's state at its end is theirs: the encoders' weights, the last one's
+    optimizer and generator, their seconds summed. Returns
     [(epochs, path)] of that state written as the ensemble's checkpoint (named as the run's
     own, `name`), or [] (train it).
     """
@@ -289,7 +290,9 @@ def from_solo_runs(
     default = [Config(clusters=k, seed=s) for s in seeds]
     if count == 1 or config.min_steps or not all(p.is_file() for p in paths):
         return []
-    if any(config.replace(encoders=1, seed=s) != d for s, d in zip(seeds, default, strict=True)):
+    # `features` only prepares the trained features: it does not change training.
+    alone = [config.replace(encoders=1, seed=s, features="raw") for s in seeds]
+    if alone != default:
         return []
     states = [torch.load(p, weights_only=True) for p in paths]
     if any(s["epoch"] != epochs or s["order"] is not None for s in states):
