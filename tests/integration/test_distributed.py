@@ -172,39 +172,36 @@ def test_a_finished_worker_cannot_fail_the_job_while_the_interpreter_tears_down(
     assert not (root / "output" / "failure").exists()
 
 
+def two_as_one(tmp_path: Path, hyperparameters: dict, announced: str, epochs: int) -> tuple:
+    """The job run by two processes and by one: both succeed, the two log `announced`, and they
+    report the same loss at each of the `epochs` epochs. Returns the two jobs' roots."""
+    two = make_job(tmp_path / "two", hyperparameters, CHANNELS)
+    process = two_processes(two)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert announced in err
+    one = make_job(tmp_path / "one", hyperparameters, CHANNELS)
+    single = one_process(one)
+    assert single.returncode == 0, single.stderr
+    losses = metric_values(single.stdout)["train_loss"]
+    assert len(losses) == epochs
+    np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)
+    return two, one
+
+
 def test_two_processes_run_the_clustering_stage_as_one_process_does(tmp_path):
     # The stage rebuilds the DDP objective with the centroids, gathers every series' features
     # for its targets and broadcasts the leader's KMeans: the same losses as one process.
     stage = {**HYPERPARAMETERS, "epochs": "2", "cluster-epochs": "2", "cluster-weight": "5"}
-    two = make_job(tmp_path / "two", stage, CHANNELS)
-    process = two_processes(two)
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err
-    assert "clustering stage: 2 epochs" in err
-    root = make_job(tmp_path / "one", stage, CHANNELS)
-    single = one_process(root)
-    assert single.returncode == 0, single.stderr
-    losses = metric_values(single.stdout)["train_loss"]
-    assert len(losses) == 4
-    np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)
+    two_as_one(tmp_path, stage, "clustering stage: 2 epochs", 4)
 
 
 def test_two_processes_train_an_ensemble_as_one_process_does(tmp_path):
     # Each encoder gets its own DDP objective and optimizer when its turn comes: the same losses
     # as one process, over both encoders, and a model with both encoders' features.
     ensemble = {**HYPERPARAMETERS, "epochs": "2", "encoders": "2"}
-    two = make_job(tmp_path / "two", ensemble, CHANNELS)
-    process = two_processes(two)
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err
-    assert "encoder 2 of 2" in err
-    root = make_job(tmp_path / "one", ensemble, CHANNELS)
-    single = one_process(root)
-    assert single.returncode == 0, single.stderr
-    losses = metric_values(single.stdout)["train_loss"]
-    assert len(losses) == 4
-    np.testing.assert_allclose(metric_values(out)["train_loss"], losses, rtol=1e-4)
+    two, one = two_as_one(tmp_path, ensemble, "encoder 2 of 2", 4)
     series = cylinder_bell_funnel(9, seed=8, low=20, high=40)[0]
     features = load(two / "model").transform(series)
     assert features.shape == (9, 2 * int(TINY["output-size"]))
-    np.testing.assert_allclose(features, load(root / "model").transform(series), atol=1e-4)
+    np.testing.assert_allclose(features, load(one / "model").transform(series), atol=1e-4)
