@@ -446,7 +446,9 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         "## Levers that retrain (screened on some sets and seeds)",
         "",
         "Each run is the default job with the hyperparameters shown changed, same set, seed and "
-        "budget, paired with the default run (test ARI, KMeans on the features as they are).",
+        "`epochs`, paired with the default run (test ARI, KMeans on the features as the lever's "
+        "`features` prepares them). A clustering stage trains more passes and `encoders` trains "
+        "each encoder for `epochs`: the last table gives the training time of each.",
         "",
         *retrained(records, levers),
         "",
