@@ -246,9 +246,11 @@ def run(
     )
     if not checkpoints:
         checkpoints = from_solo_runs(config, solo, name, cache, k, len(X_train))
-    if checkpoints:
-        trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
     for target in sorted(targets):
+        # Loaded after the untrained snapshot (target 0), which a run started from a checkpoint
+        # (an ensemble put together from default runs) still scores as its own control.
+        if target and checkpoints and trainer.epoch < checkpoints[-1][0]:
+            trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
         if reached(target) < trainer.epoch:  # a checkpoint past it
             continue
         if target:

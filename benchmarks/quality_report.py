@@ -328,10 +328,18 @@ def retrained(records: list[dict], levers: list[dict]) -> list[str]:
         return ["No retrained lever has records yet."]
     scores = lever_scores(levers)
     trained, untrained = ours("default"), ours("untrained")
+    own_controls = lever_scores(levers, ours("untrained"))
     rows = {}
     for title, get in scores.items():
         rows[f"{title} vs ours (defaults)"] = (get, trained)
-        rows[f"{title} vs untrained control"] = (get, untrained)
+
+        # Its own untrained model where the record has one (an ensemble's untrained encoders),
+        # else the default run's (the same initialisation).
+        def control(record: dict, own: Score = own_controls[title]) -> float | None:
+            value = own(record)
+            return untrained(record) if value is None else value
+
+        rows[f"{title} vs untrained control"] = (get, control)
     screened = {(x["dataset"], x["seed"]) for x in levers}
     subset = [r for r in records if (r["dataset"], r["seed"]) in screened]
     minutes = {"ours (defaults)": training_minutes, **lever_scores(levers, training_minutes)}
