@@ -213,8 +213,8 @@ class Ensemble(nn.Module):
     features are theirs concatenated (`encoders` x `output_size`).
 
     Diversity among encoders is what ensembles of deep clusterings draw on (RandomNet: Li, Xi &
-    Lin, 2024, ensembles of clusterings from untrained networks across the UCR archive; encoders
-    trained from different seeds, concatenated, were issue 14's largest gain: BENCHMARKS.md).
+    Lin, 2024, ensembles of clusterings from untrained networks across the UCR archive); issue 14's
+    lever, off by default: BENCHMARKS.md reports what it did here.
     """
 
     def __init__(self, members: list[Encoder]):
