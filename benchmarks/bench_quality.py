@@ -275,9 +275,8 @@ def from_solo_runs(
     (tests/unit/test_ensemble.py), so when every one of them is a default run (but for
     `features`, fitted after training) whose checkpoint at the end of training is in the
     cache, the ensemble's state at its end is theirs: the encoders' weights, the last one's
-    optimizer and generator, their seconds summed. Returns
-    [(epochs, path)] of that state written as the ensemble's checkpoint (named as the run's
-    own, `name`), or [] (train it).
+    optimizer and generator, their seconds summed. Returns [(epochs, path)] of that state
+    written as the ensemble's checkpoint (named as the run's own, `name`), or [] (train it).
     """
     import torch
 
