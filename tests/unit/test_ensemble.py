@@ -70,7 +70,7 @@ def test_an_ensemble_resumes_to_the_same_weights(data, stop_after):
 
 
 @pytest.mark.parametrize("features", ["raw", "standardised"])
-def test_each_encoders_features_weigh_the_same_and_the_model_round_trips(data, features, tmp_path):
+def test_each_encoders_features_weigh_the_same_and_the_model_round_trips(features, tmp_path):
     rows, _ = cylinder_bell_funnel(30, seed=7, low=20, high=50)
     config = tiny_config(encoders=3, features=features)
     model = CNNKMeans(config, torch.device("cpu"), progress=False).fit(rows)
