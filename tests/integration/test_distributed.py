@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -157,19 +159,67 @@ if "LOCAL_RANK" in os.environ:
     atexit.register(os.abort)
 """
 
+# What gloo's teardown does now and then (pytorch/pytorch#75097): never return, the GIL released.
+_HANG_LEAVING_THE_GROUP = """\
+import os
+if "LOCAL_RANK" in os.environ:
+    import threading
+    import torch.distributed
+    torch.distributed.destroy_process_group = lambda *args, **kwargs: threading.Event().wait()
+"""
 
-def test_a_finished_worker_cannot_fail_the_job_while_the_interpreter_tears_down(tmp_path):
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun and its workers below the entrypoint)."""
+    found, parents = [], [pid]
+    while parents:
+        for task in Path(f"/proc/{parents.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = [int(child) for child in (task / "children").read_text().split()]
+                found += children
+                parents += children
+    return found
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The job's stdout and stderr once it ends; past `timeout` kill it and everything it
+    started, and fail with the end of its log (where it hung)."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(process.pid), process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, err = process.communicate()
+        pytest.fail(f"the job did not end within {timeout} s; the end of its log:\n{err[-3000:]}")
+
+
+def finished_job_with_site(tmp_path: Path, sitecustomize: str) -> tuple[Path, str, str]:
+    """A 1-epoch, two-process job whose Python processes all import `sitecustomize` first,
+    run to its end (at most 180 s): its root, stdout and stderr. It succeeded."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(_ABORT_AT_FINALIZATION)
+    (site / "sitecustomize.py").write_text(sitecustomize)
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     root = make_job(tmp_path / "job", {**HYPERPARAMETERS, "epochs": "1"}, CHANNELS)
     process = start(root, CNN_KMEANS_PROCESSES_PER_HOST="2", PYTHONPATH=path)
-    out, err = process.communicate(timeout=600)
+    out, err = finish(process, timeout=180)
     assert process.returncode == 0, err[-3000:]
     assert "world size 2" in err and len(metric_values(out)["train_loss"]) == 1
     assert (root / "model" / "config.json").is_file()
     assert not (root / "output" / "failure").exists()
+    return root, out, err
+
+
+def test_a_finished_worker_cannot_fail_the_job_while_the_interpreter_tears_down(tmp_path):
+    finished_job_with_site(tmp_path, _ABORT_AT_FINALIZATION)
+
+
+def test_a_process_group_that_never_lets_go_cannot_hold_a_finished_job(tmp_path):
+    # Both workers wait LEAVE_SECONDS for the teardown, say so, and exit: the job succeeds.
+    _, _, err = finished_job_with_site(tmp_path, _HANG_LEAVING_THE_GROUP)
+    assert err.count("leaving the process group did not end within 30 s") == 2, err[-3000:]
+    assert "Traceback" not in err and "Fatal Python error" not in err
 
 
 def two_as_one(tmp_path: Path, hyperparameters: dict, announced: str, epochs: int) -> tuple:

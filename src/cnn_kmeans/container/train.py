@@ -12,9 +12,11 @@ library and modules that do the same, so that no stop request is lost while torc
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
@@ -37,6 +39,9 @@ EXIT_ALGORITHM_ERROR = 2
 # fewer epochs than asked for as a finished job: the model is written, the code says "stopped".
 EXIT_TERMINATED = 143
 FAILURE_LIMIT = 1024  # SageMaker shows this many characters of output/failure
+# Leaving the process group takes milliseconds; a worker whose work is done waits this long
+# for it, then exits without it (see _leave).
+LEAVE_SECONDS = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,10 +141,33 @@ def _run_worker(env: TrainingEnvironment, stop: StopFlag, checkpoints: Checkpoin
 
 
 def _leave(world, dist) -> None:
-    # Rank 0 is done writing when everyone passes this barrier: the processes then leave the
-    # group together (a rank tearing gloo down alone can abort with SIGABRT).
+    """Leave the process group once every rank's work is done, in bounded time.
+
+    Rank 0 is done writing when everyone passes the barrier: the processes then leave the group
+    together (a rank tearing gloo down alone can abort with SIGABRT). Tearing it down can itself
+    hang now and then (pytorch/pytorch#75097; seen once in CI, under torch 2.1, on a job whose
+    model was written): with nothing left to do, a worker waits LEAVE_SECONDS for it and then
+    exits anyway (os._exit, see _exit_worker), instead of holding the job until its
+    MaxRuntime. torch releases the GIL while a process group is destroyed, so the wait returns;
+    should anything hold the GIL instead, faulthandler ends the process after twice as long
+    (code 1, every thread's stack in the log).
+    """
     world.barrier()
-    dist.destroy_process_group()
+    faulthandler.dump_traceback_later(2 * LEAVE_SECONDS, exit=True)
+    leaving = threading.Thread(
+        target=dist.destroy_process_group, name="leave-process-group", daemon=True
+    )
+    leaving.start()
+    leaving.join(LEAVE_SECONDS)
+    if leaving.is_alive():
+        log.warning(
+            "rank %d: leaving the process group did not end within %.0f s; the work is done "
+            "and the model written, so this process exits without it",
+            world.rank,
+            LEAVE_SECONDS,
+        )
+    else:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _supervise(launch_plan: LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
