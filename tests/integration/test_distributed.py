@@ -81,7 +81,7 @@ def two_processes(root: Path) -> subprocess.Popen:
 def two_process_job(tmp_path_factory) -> tuple[Path, str, str, int]:
     root = make_job(tmp_path_factory.mktemp("ddp"), HYPERPARAMETERS, CHANNELS)
     process = two_processes(root)
-    out, err = process.communicate(timeout=600)
+    out, err = finish(process, timeout=600)
     return root, out, err, process.returncode
 
 
@@ -144,7 +144,7 @@ def test_two_processes_resume_from_a_checkpoint_to_the_same_model(two_process_jo
 
     (root / "output" / "failure").unlink()
     rerun = two_processes(root)
-    out, err = rerun.communicate(timeout=600)
+    out, err = finish(rerun, timeout=600)
     assert rerun.returncode == 0, err
     assert "resumed from checkpoint" in err
     assert len(metric_values(out)["train_loss"]) == 12 - done
@@ -227,7 +227,7 @@ def two_as_one(tmp_path: Path, hyperparameters: dict, announced: str, epochs: in
     report the same loss at each of the `epochs` epochs. Returns the two jobs' roots."""
     two = make_job(tmp_path / "two", hyperparameters, CHANNELS)
     process = two_processes(two)
-    out, err = process.communicate(timeout=600)
+    out, err = finish(process, timeout=600)
     assert process.returncode == 0, err
     assert announced in err
     one = make_job(tmp_path / "one", hyperparameters, CHANNELS)
