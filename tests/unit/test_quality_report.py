@@ -1,0 +1,60 @@
+"""The quality report (benchmarks/quality_report.py): which runs each table reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def quality_report(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("quality_report", None)
+    import quality_report
+
+    return quality_report
+
+
+def record(quality_report, seed: int, ari: float, baselines: bool) -> dict:
+    """A GunPoint run of the default job: untrained ARI 0, trained `ari`."""
+
+    def shot(epochs: int, value: float) -> dict:
+        scores = {"ari": value, "nmi": value}
+        variants = {v: scores for v in ["none", *quality_report.VARIANTS]}
+        return {"epochs": epochs, "steps": epochs * 5, "train_seconds": 60.0, "kmeans": variants}
+
+    run = {
+        "dataset": "GunPoint",
+        "seed": seed,
+        "commit": "abc1234",
+        "versions": {"torch": "x"},
+        "config": {"epochs": 100},
+        "data": {"train": 50, "test": 150, "length": [150, 150], "classes": 2},
+        "snapshots": [shot(0, 0.0), shot(100, ari)],
+    }
+    if baselines:
+        run["baselines"] = {
+            m: {"ari": 0.2, "nmi": 0.2, "seconds": 1.0} for m in quality_report.BASELINES
+        }
+    return run
+
+
+def test_only_the_suites_seeds_make_the_tables_and_every_seed_the_seed_to_seed_one(
+    quality_report,
+):
+    runs = [record(quality_report, 0, 0.7, True), record(quality_report, 3, 0.1, False)]
+    text = quality_report.report(runs)
+    before, after = text.split("## Seed to seed", 1)
+    # Every table before it reads seed 0 alone: ours 0.700, not the two seeds' 0.400.
+    assert "| GunPoint | 0 | 0.700 | 0.000 |" in before and "0.400" not in before
+    # The seed-to-seed table reads both: mean ± sd, min, max, seeds 0–2, others, |0.7 - 0.1|.
+    assert "| GunPoint | 0,3 | 0.400 ± 0.424 | 0.100 | 0.700 | 0.700 | 0.100 | 0.600 |" in after
+    assert "Over every seed of those sets ours is 0.400" in after
+    assert "k-Shape 0.200" in after
+    # The run without baselines is reproduced by a command that skips them.
+    assert "--dataset GunPoint --seeds 3 --skip-baselines --cache" in after
+    assert "--dataset GunPoint --seeds 0 --cache" in after
