@@ -144,13 +144,13 @@ def _leave(world, dist) -> None:
     """Leave the process group once every rank's work is done, in bounded time.
 
     Rank 0 is done writing when everyone passes the barrier: the processes then leave the group
-    together (a rank tearing gloo down alone can abort with SIGABRT). Tearing it down can itself
-    hang now and then (pytorch/pytorch#75097; seen once in CI, under torch 2.1, on a job whose
-    model was written): with nothing left to do, a worker waits LEAVE_SECONDS for it and then
-    exits anyway (os._exit, see _exit_worker), instead of holding the job until its
-    MaxRuntime. torch releases the GIL while a process group is destroyed, so the wait returns;
-    should anything hold the GIL instead, faulthandler ends the process after twice as long
-    (code 1, every thread's stack in the log).
+    together (a rank tearing gloo down alone can abort with SIGABRT). Tearing it down is known to
+    hang now and then (pytorch/pytorch#75097), and a finished two-process job once hung in CI
+    (torch 2.1) after its last metrics were written: with nothing left to do, a worker waits
+    LEAVE_SECONDS for it and then exits anyway (os._exit, see _exit_worker), instead of holding
+    the job until its MaxRuntime. torch's binding destroys a ProcessGroupGloo with the GIL
+    released, so the wait returns; should anything hold the GIL instead, faulthandler ends the
+    process after twice as long (code 1, every thread's stack in the log).
     """
     world.barrier()
     faulthandler.dump_traceback_later(2 * LEAVE_SECONDS, exit=True)
