@@ -53,8 +53,21 @@ def test_only_the_suites_seeds_make_the_tables_and_every_seed_the_seed_to_seed_o
     assert "| GunPoint | 0 | 0.700 | 0.000 |" in before and "0.400" not in before
     # The seed-to-seed table reads both: mean ± sd, min, max, seeds 0–2, others, |0.7 - 0.1|.
     assert "| GunPoint | 0,3 | 0.400 ± 0.424 | 0.100 | 0.700 | 0.700 | 0.100 | 0.600 |" in after
-    assert "Over every seed of those sets ours is 0.400" in after
-    assert "k-Shape 0.200" in after
+    # Each method's mean at seeds 0–2, at the others and at every seed, and paired over all.
+    assert "| ours (defaults) | 0.700 | 0.100 | 0.400 |" in after
+    assert "| k-Shape | 0.200 | – | 0.200 |" in after
+    assert "| ours vs k-Shape | 1 | 1 / 0 | +0.500 |" in after
     # The run without baselines is reproduced by a command that skips them.
     assert "--dataset GunPoint --seeds 3 --skip-baselines --cache" in after
     assert "--dataset GunPoint --seeds 0 --cache" in after
+
+
+def test_the_goal_is_also_read_over_every_seed_of_the_sets_that_have_more(quality_report):
+    runs = [record(quality_report, 0, 0.7, True), record(quality_report, 3, 0.1, True)]
+    goal = quality_report.report(runs).split("## Test ARI per data set", 1)[0]
+    assert "- mean test ARI over sets: ours 0.700, k-Shape 0.200" in goal  # seeds 0–2
+    assert (
+        "Over every seed of the 1 sets that have more than seeds 0–2 (2 runs), mean test ARI: "
+        "ours 0.400, k-Shape 0.200" in goal
+    )
+    assert "(seeds 0–2 of the same sets: ours 0.700, MiniRocket+KMeans 0.200)" in goal
