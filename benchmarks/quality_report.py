@@ -358,6 +358,27 @@ def retrained(records: list[dict], levers: list[dict]) -> list[str]:
     ]
 
 
+def _beyond_suite(runs: list[dict]) -> dict[str, list[dict]]:
+    """`runs` by set, for the sets with runs at `SUITE_SEEDS` and at other seeds."""
+    return {
+        name: rows
+        for name, rows in _by_set(runs).items()
+        if {r["seed"] in SUITE_SEEDS for r in rows} == {True, False}
+    }
+
+
+def _mean_over_sets(
+    sets: dict[str, list[dict]], get: Score, seeds: Callable[[int], bool] = lambda seed: True
+) -> str:
+    """The mean over sets of each set's mean of `get` over its runs at `seeds` ('–': none)."""
+    per_set = [
+        [v for r in rows if seeds(r["seed"]) and (v := get(r)) is not None]
+        for rows in sets.values()
+    ]
+    means = [statistics.mean(values) for values in per_set if values]
+    return f"{statistics.mean(means):.3f}" if means else "–"
+
+
 def seed_to_seed(records: list[dict]) -> list[str]:
     """The default job's test ARI over every seed a set has: how far one run is from another,
     and every method's mean at seeds 0–2 beside its mean over every seed of the same sets.
@@ -368,60 +389,50 @@ def seed_to_seed(records: list[dict]) -> list[str]:
     """
     trained = ours("default")
     runs = [r for r in records if trained(r) is not None]
+    sets = _beyond_suite(runs)
     lines = [
         "| data set | seeds | test ARI (mean ± sd) | min | max | seeds 0–2 | other seeds | "
         "mean absolute difference between two seeds |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    spreads, extended = [], []
+    spreads = []
     for name, rows in _by_set(runs).items():
         values = [trained(r) for r in rows]
         suite = [trained(r) for r in rows if r["seed"] in SUITE_SEEDS]
         other = [trained(r) for r in rows if r["seed"] not in SUITE_SEEDS]
         pairs = [abs(a - b) for i, a in enumerate(values) for b in values[i + 1 :]]
         spread = statistics.mean(pairs) if pairs else None
-        if other and suite:
+        if name in sets:
             spreads.append(spread)
-            extended += rows
         lines.append(
             f"| {name} | {','.join(str(r['seed']) for r in rows)} | {_fmt(values)} | "
             f"{min(values):.3f} | {max(values):.3f} | {_fmt(suite)} | {_fmt(other)} | "
             f"{'–' if spread is None else f'{spread:.3f}'} |"
         )
-    if not spreads:
+    if not sets:
         return lines
     methods = {"ours (defaults)": trained, "untrained control": ours("untrained")}
     methods |= {label: baseline(m) for m, label in BASELINES.items()}
-
-    def mean_over_sets(get: Score, seeds: Callable[[int], bool]) -> str:
-        per_set = [
-            [v for r in rows if seeds(r["seed"]) and (v := get(r)) is not None]
-            for rows in _by_set(extended).values()
-        ]
-        means = [statistics.mean(v) for v in per_set if v]
-        return f"{statistics.mean(means):.3f}" if means else "–"
-
-    suite_sets = len(_by_set(extended))
     return [
         *lines,
         "",
-        f"Over the {len(spreads)} sets with seeds beyond 0–2, two seeds of one set differ by "
+        f"Over the {len(sets)} sets with seeds beyond 0–2, two seeds of one set differ by "
         f"{statistics.mean(spreads):.3f} ARI on average (largest: {max(spreads):.3f}). Mean "
-        f"test ARI over those {suite_sets} sets (each set's mean over its seeds):",
+        f"test ARI over those {len(sets)} sets (each set's mean over its seeds):",
         "",
         "| method | seeds 0–2 | other seeds | every seed |",
         "|---|---|---|---|",
         *(
-            f"| {label} | {mean_over_sets(get, lambda s: s in SUITE_SEEDS)} | "
-            f"{mean_over_sets(get, lambda s: s not in SUITE_SEEDS)} | "
-            f"{mean_over_sets(get, lambda s: True)} |"
+            f"| {label} | {_mean_over_sets(sets, get, lambda s: s in SUITE_SEEDS)} | "
+            f"{_mean_over_sets(sets, get, lambda s: s not in SUITE_SEEDS)} | "
+            f"{_mean_over_sets(sets, get)} |"
             for label, get in methods.items()
         ),
         "",
         "Paired over every seed of those sets:",
         "",
         *paired_table(
-            extended,
+            [r for rows in sets.values() for r in rows],
             {f"ours vs {label}": (trained, get) for label, get in list(methods.items())[1:]},
         ),
     ]
@@ -430,27 +441,22 @@ def seed_to_seed(records: list[dict]) -> list[str]:
 def more_seeds(records: list[dict]) -> list[str]:
     """The goal's first item read over every seed of the sets that have more than 0–2."""
     trained = ours("default")
-    sets = _by_set([r for r in records if trained(r) is not None and "baselines" in r])
-    sets = {n: rows for n, rows in sets.items() if any(r["seed"] not in SUITE_SEEDS for r in rows)}
+    sets = _beyond_suite([r for r in records if trained(r) is not None and "baselines" in r])
     if not sets:
         return ["How far one run's ARI moves from seed to seed: *Seed to seed* below."]
 
-    def mean(get: Score) -> float:
-        return statistics.mean(statistics.mean(get(r) for r in rows) for rows in sets.values())
+    def suite(seed: int) -> bool:
+        return seed in SUITE_SEEDS
 
-    def suite_mean(get: Score) -> float:
-        return statistics.mean(
-            statistics.mean(get(r) for r in rows if r["seed"] in SUITE_SEEDS)
-            for rows in sets.values()
-        )
-
+    kshape, minirocket, rclustering = (baseline(m) for m in ("kshape", "minirocket", "rclustering"))
     runs = sum(len(rows) for rows in sets.values())
     return [
         f"Over every seed of the {len(sets)} sets that have more than seeds 0–2 ({runs} runs), "
-        f"mean test ARI: ours {mean(trained):.3f}, k-Shape {mean(baseline('kshape')):.3f}, "
-        f"MiniRocket+KMeans {mean(baseline('minirocket')):.3f}, R-Clustering recipe "
-        f"{mean(baseline('rclustering')):.3f} (seeds 0–2 of the same sets: ours "
-        f"{suite_mean(trained):.3f}, MiniRocket+KMeans {suite_mean(baseline('minirocket')):.3f}). "
+        f"mean test ARI: ours {_mean_over_sets(sets, trained)}, k-Shape "
+        f"{_mean_over_sets(sets, kshape)}, MiniRocket+KMeans {_mean_over_sets(sets, minirocket)}, "
+        f"R-Clustering recipe {_mean_over_sets(sets, rclustering)} (seeds 0–2 of the same sets: "
+        f"ours {_mean_over_sets(sets, trained, suite)}, MiniRocket+KMeans "
+        f"{_mean_over_sets(sets, minirocket, suite)}). "
         "How far one run's ARI moves from seed to seed: *Seed to seed* below.",
     ]
 
