@@ -131,15 +131,10 @@ def test_readme_serving_settings_table_lists_the_variables_the_server_reads():
             raise AssertionError(f"{name}=bogus was accepted")
 
 
-def test_benchmarks_md_is_the_report_of_the_committed_quality_records(monkeypatch):
+def test_benchmarks_md_is_the_report_of_the_committed_quality_records(quality_report):
     """BENCHMARKS.md is generated: regenerating it from the committed records gives the same
     text, so a hand edit (or a record committed without regenerating) fails here."""
     import json
-    import sys
-
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    sys.modules.pop("quality_report", None)
-    import quality_report
 
     folder = REPO / "benchmarks" / "results" / "quality"
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]

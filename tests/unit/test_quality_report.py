@@ -2,22 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def quality_report(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    sys.modules.pop("quality_report", None)
-    import quality_report
-
-    return quality_report
-
 
 def record(quality_report, seed: int, ari: float, baselines: bool) -> dict:
     """A GunPoint run of the default job: untrained ARI 0, trained `ari`."""
