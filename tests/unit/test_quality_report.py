@@ -55,3 +55,22 @@ def test_the_goal_is_also_read_over_every_seed_of_the_sets_that_have_more(qualit
         "ours 0.400, k-Shape 0.200" in goal
     )
     assert "(seeds 0–2 of the same sets: ours 0.700, MiniRocket+KMeans 0.200)" in goal
+
+
+def test_a_retrained_lever_is_paired_at_every_seed_it_was_run_and_tabled_at_the_suites(
+    quality_report,
+):
+    runs = [record(quality_report, 0, 0.7, True), record(quality_report, 3, 0.1, True)]
+    levers = []
+    for seed, ari in ((0, 0.8), (3, 0.4)):
+        lever = record(quality_report, seed, ari, False)
+        lever.update(lever="augment0.3", overrides={"positive-augment": "0.3"})
+        levers.append(lever)
+    section = quality_report.report(runs, levers).split("## Levers that retrain", 1)[1]
+    section = section.split("## Seed to seed", 1)[0]
+    title = "augment0.3 (positive-augment=0.3)"
+    # Paired at both seeds: gains 0.1 and 0.3.
+    assert f"| {title} vs ours (defaults) | 2 | 2 / 0 | +0.200 | +0.200 |" in section
+    # The table per set reads seed 0 only, as every column's seeds must match.
+    assert "| GunPoint | 0 | 0.700 | 0.000 | 0.800 |" in section
+    assert "0,3" not in section
