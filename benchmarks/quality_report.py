@@ -440,6 +440,37 @@ def seed_to_seed(records: list[dict]) -> list[str]:
     ]
 
 
+def headline(records: list[dict]) -> list[str]:
+    """The README's Quality table: each method's mean test ARI over the suite at seeds 0–2 and
+    over every seed of the sets that have more, and ours paired with it over those runs.
+
+    Both columns are means over sets of each set's mean over its seeds (`_mean_over_sets`), on
+    the runs that have ours and every baseline; `records` holds every seed."""
+    trained = ours("default")
+    runs = [r for r in records if trained(r) is not None and "baselines" in r]
+    suite = _by_set([r for r in runs if r["seed"] in SUITE_SEEDS])
+    more = _beyond_suite(runs)
+    if not suite:
+        return ["No run has both ours and the baselines yet."]
+    methods = {"ours (defaults)": trained, "untrained control": ours("untrained")}
+    methods |= {label: baseline(m) for m, label in BASELINES.items()}
+    pooled = [r for rows in more.values() for r in rows]
+    lines = [
+        f"| method | mean test ARI, {len(suite)} sets × seeds 0–2 | "
+        f"{len(more)} sets, every seed ({len(pooled)} runs) | "
+        "ours better / worse, paired over those runs |",
+        "|---|---|---|---|",
+    ]
+    for label, get in methods.items():
+        versus = paired(pooled, trained, get) if get is not trained else None
+        lines.append(
+            f"| {label} | {_mean_over_sets(suite, get)} | {_mean_over_sets(more, get)} | "
+            + (f"{versus['wins']} / {versus['losses']} ({versus['mean']:+.3f})" if versus else "–")
+            + " |"
+        )
+    return lines
+
+
 def more_seeds(records: list[dict]) -> list[str]:
     """The goal's first item read over every seed of the sets that have more than 0–2."""
     trained = ours("default")
@@ -542,6 +573,10 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         *goal(records),
         "",
         *more_seeds(every_seed),
+        "",
+        "In short (the table README.md's Quality section shows):",
+        "",
+        *headline(every_seed),
         "",
         "## Test ARI per data set (mean ± sd over seeds)",
         "",

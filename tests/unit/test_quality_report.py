@@ -74,3 +74,13 @@ def test_a_retrained_lever_is_paired_at_every_seed_it_was_run_and_tabled_at_the_
     # The table per set reads seed 0 only, as every column's seeds must match.
     assert "| GunPoint | 0 | 0.700 | 0.000 | 0.800 |" in section
     assert "0,3" not in section
+
+
+def test_the_headline_reads_the_suites_seeds_then_every_seed_paired(quality_report):
+    runs = [record(quality_report, 0, 0.7, True), record(quality_report, 3, 0.1, True)]
+    table = quality_report.headline(runs)
+    assert table[0].startswith("| method | mean test ARI, 1 sets × seeds 0–2 | 1 sets, every seed")
+    assert "| ours (defaults) | 0.700 | 0.400 | – |" in table
+    # k-Shape scores 0.2 at both seeds: ours better at seed 0, worse at seed 3, +0.2 on average.
+    assert "| k-Shape | 0.200 | 0.200 | 1 / 1 (+0.200) |" in table
+    assert "| untrained control | 0.000 | 0.000 | 2 / 0 (+0.400) |" in table
