@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from cnn_kmeans.container.metrics import METRICS
 
@@ -121,7 +125,6 @@ def metric_values(stdout: str) -> dict[str, list[float]]:
 def terminate_after(process: subprocess.Popen, root: Path, epochs: int) -> int:
     """Wait for `epochs` train_loss lines, send SIGTERM as SageMaker does, check the job stops
     within 30 s with exit code 143; returns the number of epochs it completed."""
-    import signal
     import time
 
     seen = 0
@@ -159,3 +162,31 @@ def assert_same_encoder(first: Path, second: Path) -> None:
     assert got.keys() == expected.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun and its workers below the entrypoint)."""
+    found, parents = [], [pid]
+    while parents:
+        for task in Path(f"/proc/{parents.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = [int(child) for child in (task / "children").read_text().split()]
+                found += children
+                parents += children
+    return found
+
+
+def finish(process: subprocess.Popen, timeout: float, hint: str = "") -> tuple[str, str]:
+    """The job's stdout and stderr once it ends; past `timeout` kill it and everything it
+    started (torchrun's workers are in sessions of their own: killpg misses them), and fail with
+    `hint` and the end of its log (where it hung)."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(process.pid), process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, err = process.communicate()
+        pytest.fail(
+            f"the job did not end within {timeout} s{hint}; the end of its log:\n{err[-3000:]}"
+        )

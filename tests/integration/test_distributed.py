@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -21,6 +19,7 @@ from tests.integration.opt_ml import (
     TINY,
     assert_same_encoder,
     entrypoint_env,
+    finish,
     make_job,
     metric_values,
     set_hosts,
@@ -167,31 +166,6 @@ if "LOCAL_RANK" in os.environ:
     import torch.distributed
     torch.distributed.destroy_process_group = lambda *args, **kwargs: threading.Event().wait()
 """
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (torchrun and its workers below the entrypoint)."""
-    found, parents = [], [pid]
-    while parents:
-        for task in Path(f"/proc/{parents.pop()}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                children = [int(child) for child in (task / "children").read_text().split()]
-                found += children
-                parents += children
-    return found
-
-
-def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
-    """The job's stdout and stderr once it ends; past `timeout` kill it and everything it
-    started, and fail with the end of its log (where it hung)."""
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        for pid in [*descendants(process.pid), process.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _, err = process.communicate()
-        pytest.fail(f"the job did not end within {timeout} s; the end of its log:\n{err[-3000:]}")
 
 
 def finished_job_with_site(tmp_path: Path, sitecustomize: str) -> tuple[Path, str, str]:
