@@ -471,6 +471,27 @@ def headline(records: list[dict]) -> list[str]:
     return lines
 
 
+def variants_every_seed(records: list[dict]) -> list[str]:
+    """The KMeans-side levers (`VARIANTS`, scored on every run's own features) paired with ours
+    over every seed of the sets that have seeds beyond 0–2."""
+    sets = _beyond_suite([r for r in records if ours("default")(r) is not None])
+    if not sets:
+        return []
+    runs = [r for rows in sets.values() for r in rows]
+    return [
+        f"The same levers over every seed of the {len(sets)} sets that have more than seeds "
+        f"0–2 ({len(runs)} runs):",
+        "",
+        *paired_table(
+            runs,
+            {
+                f"{label} vs none": (ours("default", v), ours("default"))
+                for v, label in VARIANTS.items()
+            },
+        ),
+    ]
+
+
 def more_seeds(records: list[dict]) -> list[str]:
     """The goal's first item read over every seed of the sets that have more than 0–2."""
     trained = ours("default")
@@ -598,6 +619,8 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         "(no retraining).",
         "",
         *paired_table(records, kmeans_levers),
+        "",
+        *variants_every_seed(every_seed),
         "",
         "## Levers that retrain (screened on some sets and seeds)",
         "",

@@ -84,3 +84,14 @@ def test_the_headline_reads_the_suites_seeds_then_every_seed_paired(quality_repo
     # k-Shape scores 0.2 at both seeds: ours better at seed 0, worse at seed 3, +0.2 on average.
     assert "| k-Shape | 0.200 | 0.200 | 1 / 1 (+0.200) |" in table
     assert "| untrained control | 0.000 | 0.000 | 2 / 0 (+0.400) |" in table
+
+
+def test_the_kmeans_side_levers_are_also_paired_over_every_seed(quality_report):
+    runs = [record(quality_report, 0, 0.7, True), record(quality_report, 3, 0.1, True)]
+    runs[1]["snapshots"][1]["kmeans"]["l2"] = {"ari": 0.4, "nmi": 0.4}
+    section = quality_report.report(runs).split("## Levers, each on its own", 1)[1]
+    section = section.split("## Levers that retrain", 1)[0]
+    # Seeds 0–2 alone: L2 ties with none (0.7 both); over both seeds it gains 0.3 at seed 3.
+    assert "| L2-normalised features vs none (default budget) | 1 | 0 / 0 | +0.000 |" in section
+    assert "over every seed of the 1 sets that have more than seeds 0–2 (2 runs)" in section
+    assert "| L2-normalised features vs none | 2 | 1 / 0 | +0.150 |" in section
