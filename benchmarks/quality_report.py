@@ -381,6 +381,12 @@ def _mean_over_sets(
     return f"{statistics.mean(means):.3f}" if means else "–"
 
 
+def _methods() -> dict[str, Score]:
+    """Ours at the defaults, the untrained control and every baseline, by their labels."""
+    methods = {"ours (defaults)": ours("default"), "untrained control": ours("untrained")}
+    return methods | {label: baseline(m) for m, label in BASELINES.items()}
+
+
 def seed_to_seed(records: list[dict]) -> list[str]:
     """The default job's test ARI over every seed a set has: how far one run is from another,
     and every method's mean at seeds 0–2 beside its mean over every seed of the same sets.
@@ -413,8 +419,7 @@ def seed_to_seed(records: list[dict]) -> list[str]:
         )
     if not sets:
         return lines
-    methods = {"ours (defaults)": trained, "untrained control": ours("untrained")}
-    methods |= {label: baseline(m) for m, label in BASELINES.items()}
+    methods = _methods()
     return [
         *lines,
         "",
@@ -452,8 +457,7 @@ def headline(records: list[dict]) -> list[str]:
     more = _beyond_suite(runs)
     if not suite:
         return ["No run has both ours and the baselines yet."]
-    methods = {"ours (defaults)": trained, "untrained control": ours("untrained")}
-    methods |= {label: baseline(m) for m, label in BASELINES.items()}
+    methods = _methods()
     pooled = [r for rows in more.values() for r in rows]
     lines = [
         f"| method | mean test ARI, {len(suite)} sets × seeds 0–2 | "
@@ -462,7 +466,7 @@ def headline(records: list[dict]) -> list[str]:
         "|---|---|---|---|",
     ]
     for label, get in methods.items():
-        versus = paired(pooled, trained, get) if get is not trained else None
+        versus = paired(pooled, trained, get) if label != "ours (defaults)" else None
         lines.append(
             f"| {label} | {_mean_over_sets(suite, get)} | {_mean_over_sets(more, get)} | "
             + (f"{versus['wins']} / {versus['losses']} ({versus['mean']:+.3f})" if versus else "–")
