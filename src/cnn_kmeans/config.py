@@ -151,6 +151,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         high=1.0,
     ),
     Hyperparameter(
+        "min-window",
+        float,
+        0.0,
+        "when >0 (f): every triplet window of a series of length L is at least ⌈f·L⌉ long (the "
+        "paper: 1), so training sees windows closer to the whole series that are clustered",
+        low=0.0,
+        high=1.0,
+    ),
+    Hyperparameter(
         "cluster-epochs",
         int,
         0,
@@ -234,6 +243,7 @@ class Config:
     scaling: str = "global"
     features: str = "raw"
     positive_augment: float = 0.0
+    min_window: float = 0.0
     cluster_epochs: int = 0
     cluster_weight: float = 1.0
     encoders: int = 1

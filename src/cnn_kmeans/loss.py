@@ -54,7 +54,11 @@ class Triplets:
 
 
 def sample_triplets(
-    rng: np.random.Generator, lengths: np.ndarray, anchors: np.ndarray, negatives: int
+    rng: np.random.Generator,
+    lengths: np.ndarray,
+    anchors: np.ndarray,
+    negatives: int,
+    min_window: float = 0.0,
 ) -> Triplets:
     """Draw the windows of one optimisation step, as in the paper's code.
 
@@ -70,15 +74,18 @@ def sample_triplets(
         lengths: (N,) lengths of all series (negatives are drawn among them).
         anchors: (B,) indices of the anchor series.
         negatives: K.
+        min_window: f in [0, 1]: positive (hence anchor) windows at least ⌈f·L⌉ long, L the
+            anchor's length; 0 draws exactly as the paper does.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     own = lengths[anchors]
     size = len(anchors)
+    shortest = np.maximum(1, np.ceil(min_window * own).astype(np.int64))
     if lengths.min() == lengths.max():
-        positive_length = np.full(size, rng.integers(1, own[0] + 1), dtype=np.int64)
+        positive_length = np.full(size, rng.integers(shortest[0], own[0] + 1), dtype=np.int64)
         anchor_length = np.full(size, rng.integers(positive_length[0], own[0] + 1), np.int64)
     else:
-        positive_length = rng.integers(1, own + 1)
+        positive_length = rng.integers(shortest, own + 1)
         anchor_length = rng.integers(positive_length, own + 1)
     anchor_start = rng.integers(0, own - anchor_length + 1)
     positive_start = anchor_start + rng.integers(0, anchor_length - positive_length + 1)

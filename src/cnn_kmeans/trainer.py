@@ -222,7 +222,9 @@ class Trainer:
                 raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
-            triplets = sample_triplets(self.rng, lengths, anchors, self.config.negative_samples)
+            triplets = sample_triplets(
+                self.rng, lengths, anchors, self.config.negative_samples, self.config.min_window
+            )
             if self.config.positive_augment > 0:
                 triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
             loss, weight = self._shard_loss(series, triplets, lengths)
@@ -311,7 +313,9 @@ class Trainer:
         total = 0.0
         for begin in range(0, count, size):
             anchors = order[begin : begin + size]
-            triplets = sample_triplets(rng, lengths, anchors, self.config.negative_samples)
+            triplets = sample_triplets(
+                rng, lengths, anchors, self.config.negative_samples, self.config.min_window
+            )
             rows = self.world.shard(len(anchors))
             if len(rows):
                 encoder = self.encoder.members[self.member]

@@ -24,6 +24,7 @@ SPEC_TABLE = {
     "scaling": (str, "global", "global, series", True),
     "features": (str, "raw", "raw, standardised, whitened", True),
     "positive-augment": (float, 0.0, "0–1", True),
+    "min-window": (float, 0.0, "0–1", True),
     "cluster-epochs": (int, 0, "0–10000", True),
     "cluster-weight": (float, 1.0, "0–100", True),
     "encoders": (int, 1, "1–16", True),

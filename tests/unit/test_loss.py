@@ -81,6 +81,25 @@ def test_unequal_lengths_bound_every_draw_by_its_own_series():
     assert len(seen_lengths) > 20  # lengths really are drawn per sample
 
 
+@pytest.mark.parametrize("equal", [True, False])
+def test_min_window_bounds_every_window_below_and_zero_draws_as_the_paper(equal):
+    lengths = np.full(30, 40) if equal else np.random.default_rng(3).integers(1, 60, size=30)
+    rng = np.random.default_rng(4)
+    shortest = []
+    for _ in range(200):
+        t = sample_triplets(rng, lengths, rng.permutation(30)[:8], 4, min_window=0.5)
+        check_windows(t, lengths)
+        own = lengths[t.anchor_index]
+        assert (t.positive_length >= np.ceil(0.5 * own)).all()
+        shortest.append((t.positive_length - np.ceil(0.5 * own)).min())
+    assert min(shortest) == 0  # the bound is reached, not overshot
+    # 0 is the paper's sampling, draw for draw (resumed and old jobs stay identical).
+    paper = sample_triplets(np.random.default_rng(9), lengths, np.arange(8), 4)
+    zero = sample_triplets(np.random.default_rng(9), lengths, np.arange(8), 4, min_window=0.0)
+    for name in ("anchor_start", "anchor_length", "positive_start", "positive_length"):
+        np.testing.assert_array_equal(getattr(paper, name), getattr(zero, name))
+
+
 def test_sampling_is_reproducible():
     lengths = np.arange(5, 25)
     a = sample_triplets(np.random.default_rng(7), lengths, np.arange(6), 3)
