@@ -160,6 +160,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         high=1.0,
     ),
     Hyperparameter(
+        "whole-anchors",
+        float,
+        0.0,
+        "when >0 (p): each step, with probability p, every anchor is its whole series (the "
+        "windows that are clustered) and its positive a window of it (the paper: random windows)",
+        low=0.0,
+        high=1.0,
+    ),
+    Hyperparameter(
         "cluster-epochs",
         int,
         0,
@@ -244,6 +253,7 @@ class Config:
     features: str = "raw"
     positive_augment: float = 0.0
     min_window: float = 0.0
+    whole_anchors: float = 0.0
     cluster_epochs: int = 0
     cluster_weight: float = 1.0
     encoders: int = 1

@@ -59,6 +59,7 @@ def sample_triplets(
     anchors: np.ndarray,
     negatives: int,
     min_window: float = 0.0,
+    whole_anchors: float = 0.0,
 ) -> Triplets:
     """Draw the windows of one optimisation step, as in the paper's code.
 
@@ -76,6 +77,9 @@ def sample_triplets(
         negatives: K.
         min_window: f in [0, 1]: positive (hence anchor) windows at least ⌈f·L⌉ long, L the
             anchor's length; 0 draws exactly as the paper does.
+        whole_anchors: p in [0, 1]: with probability p (one draw per step) every anchor is its
+            whole series, the windows that are clustered, and the positive a window of it;
+            0 draws exactly as the paper does.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     own = lengths[anchors]
@@ -87,6 +91,8 @@ def sample_triplets(
     else:
         positive_length = rng.integers(shortest, own + 1)
         anchor_length = rng.integers(positive_length, own + 1)
+    if whole_anchors > 0 and rng.random() < whole_anchors:
+        anchor_length = own.copy()
     anchor_start = rng.integers(0, own - anchor_length + 1)
     positive_start = anchor_start + rng.integers(0, anchor_length - positive_length + 1)
     negative_index = rng.integers(0, len(lengths), size=(size, negatives))

@@ -223,7 +223,12 @@ class Trainer:
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
             triplets = sample_triplets(
-                self.rng, lengths, anchors, self.config.negative_samples, self.config.min_window
+                self.rng,
+                lengths,
+                anchors,
+                self.config.negative_samples,
+                self.config.min_window,
+                self.config.whole_anchors,
             )
             if self.config.positive_augment > 0:
                 triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
@@ -314,7 +319,12 @@ class Trainer:
         for begin in range(0, count, size):
             anchors = order[begin : begin + size]
             triplets = sample_triplets(
-                rng, lengths, anchors, self.config.negative_samples, self.config.min_window
+                rng,
+                lengths,
+                anchors,
+                self.config.negative_samples,
+                self.config.min_window,
+                self.config.whole_anchors,
             )
             rows = self.world.shard(len(anchors))
             if len(rows):

@@ -95,9 +95,30 @@ def test_min_window_bounds_every_window_below_and_zero_draws_as_the_paper(equal)
     assert min(shortest) == 0  # the bound is reached, not overshot
     # 0 is the paper's sampling, draw for draw (resumed and old jobs stay identical).
     paper = sample_triplets(np.random.default_rng(9), lengths, np.arange(8), 4)
-    zero = sample_triplets(np.random.default_rng(9), lengths, np.arange(8), 4, min_window=0.0)
+    zero = sample_triplets(
+        np.random.default_rng(9), lengths, np.arange(8), 4, min_window=0.0, whole_anchors=0.0
+    )
     for name in ("anchor_start", "anchor_length", "positive_start", "positive_length"):
         np.testing.assert_array_equal(getattr(paper, name), getattr(zero, name))
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_whole_anchors_are_whole_series_in_about_that_share_of_steps(equal):
+    lengths = np.full(30, 40) if equal else np.random.default_rng(3).integers(1, 60, size=30)
+    rng = np.random.default_rng(5)
+    whole_steps, positives = 0, set()
+    for _ in range(400):
+        t = sample_triplets(rng, lengths, rng.permutation(30)[:8], 4, whole_anchors=0.5)
+        check_windows(t, lengths)
+        own = lengths[t.anchor_index]
+        whole = (t.anchor_start == 0) & (t.anchor_length == own)
+        whole_steps += int(whole.all())
+        positives.update(t.positive_length[whole].tolist())
+    # Half the steps have every anchor whole (a random window is whole by chance now and then).
+    assert 170 <= whole_steps <= 260
+    assert len(positives) > 20  # the positives inside whole anchors still take every length
+    always = sample_triplets(np.random.default_rng(1), lengths, np.arange(8), 4, whole_anchors=1)
+    assert (always.anchor_start == 0).all() and (always.anchor_length == lengths[:8]).all()
 
 
 def test_sampling_is_reproducible():
