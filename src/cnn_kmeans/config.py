@@ -169,6 +169,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         high=1.0,
     ),
     Hyperparameter(
+        "negative-drop",
+        float,
+        0.0,
+        "when >0 (d): each anchor's ⌈d·K⌉ nearest negatives are left out of the loss, the "
+        "likeliest to share its cluster (the paper: all K count)",
+        low=0.0,
+        high=0.9,
+    ),
+    Hyperparameter(
         "cluster-epochs",
         int,
         0,
@@ -254,6 +263,7 @@ class Config:
     positive_augment: float = 0.0
     min_window: float = 0.0
     whole_anchors: float = 0.0
+    negative_drop: float = 0.0
     cluster_epochs: int = 0
     cluster_weight: float = 1.0
     encoders: int = 1

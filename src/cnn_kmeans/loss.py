@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,17 +138,25 @@ class TripletObjective(torch.nn.Module):
     """The loss as a module, so DistributedDataParallel sees one forward per step (the encoder
     itself runs several times per step, once per length bucket)."""
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, encoder: Encoder, drop: float = 0.0):
         super().__init__()
         self.encoder = encoder
+        self.drop = drop
 
     def forward(self, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         """See `triplet_loss`."""
-        return triplet_loss(self.encoder, series, triplets)
+        return triplet_loss(self.encoder, series, triplets, self.drop)
 
 
-def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> torch.Tensor:
+def triplet_loss(
+    encoder: Encoder, series: torch.Tensor, triplets: Triplets, drop: float = 0.0
+) -> torch.Tensor:
     """-mean log σ(a·p) + (1/K) Σ_k -mean log σ(-a·n_k), all windows encoded in a few batched calls.
+
+    With `drop` (d in [0, 1)), each anchor's ⌈d·K⌉ negatives nearest to it (largest a·n) are left
+    out of the negative term (at least one is kept): with k clusters about 1/k of random
+    negatives share the anchor's cluster, and the nearest are the likeliest to (false-negative
+    cancellation: Huynh et al., WACV 2022). 0 is the paper's loss.
 
     Args:
         encoder: the encoder.
@@ -177,5 +186,11 @@ def triplet_loss(encoder: Encoder, series: torch.Tensor, triplets: Triplets) -> 
     positive = features[size : 2 * size]
     negative = features[2 * size :].view(size, negatives, -1)
     positive_term = -F.logsigmoid((anchor * positive).sum(dim=1)).mean()
-    negative_term = -F.logsigmoid(-(anchor[:, None, :] * negative).sum(dim=2)).mean()
+    scores = (anchor[:, None, :] * negative).sum(dim=2)  # (B, K)
+    terms = -F.logsigmoid(-scores)
+    if drop > 0:
+        keep = max(1, negatives - math.ceil(drop * negatives))
+        farthest = scores.detach().argsort(dim=1)[:, :keep]
+        terms = terms.gather(1, farthest)
+    negative_term = terms.mean()
     return positive_term + negative_term

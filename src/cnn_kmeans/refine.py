@@ -49,11 +49,12 @@ class ClusteringObjective(torch.nn.Module):
     """Triplet loss + weight x KL(target || q) of the anchors' whole series, as one module so
     DistributedDataParallel sees one forward per step and averages the centroids' gradients."""
 
-    def __init__(self, encoder: Encoder, centroids: torch.Tensor, weight: float):
+    def __init__(self, encoder: Encoder, centroids: torch.Tensor, weight: float, drop: float = 0.0):
         super().__init__()
         self.encoder = encoder
         self.centroids = torch.nn.Parameter(centroids)
         self.weight = weight
+        self.drop = drop
 
     def forward(
         self,
@@ -70,4 +71,4 @@ class ClusteringObjective(torch.nn.Module):
         q = soft_assignments(whole, self.centroids)
         rows = torch.as_tensor(anchors, device=target.device)
         cluster = clustering_loss(target[rows], q)
-        return triplet_loss(self.encoder, series, triplets) + self.weight * cluster
+        return triplet_loss(self.encoder, series, triplets, self.drop) + self.weight * cluster

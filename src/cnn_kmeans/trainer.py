@@ -133,7 +133,7 @@ class Trainer:
         a new objective, optimizer and sampling generator, as a job of its seed has."""
         self.member = index
         encoder = self.encoder.members[index]
-        self.objective: torch.nn.Module = TripletObjective(encoder)
+        self.objective: torch.nn.Module = TripletObjective(encoder, self.config.negative_drop)
         if self.world.distributed:
             # DDP averages gradients across processes; every rank starts from rank 0's weights.
             devices = [self.world.device] if self.world.device.type == "cuda" else None
@@ -294,7 +294,9 @@ class Trainer:
 
     def _begin_stage(self, centroids: torch.Tensor) -> None:
         """Switch the objective to the clustering one, its centroids optimised with the encoder."""
-        objective = ClusteringObjective(self.encoder, centroids, self.config.cluster_weight)
+        objective = ClusteringObjective(
+            self.encoder, centroids, self.config.cluster_weight, self.config.negative_drop
+        )
         self.objective = objective
         if self.world.distributed:
             devices = [self.world.device] if self.world.device.type == "cuda" else None
@@ -329,7 +331,9 @@ class Trainer:
             rows = self.world.shard(len(anchors))
             if len(rows):
                 encoder = self.encoder.members[self.member]
-                loss = triplet_loss(encoder, series, triplets.subset(rows))
+                loss = triplet_loss(
+                    encoder, series, triplets.subset(rows), self.config.negative_drop
+                )
                 total += loss.item() * len(rows)
         (total,) = self.world.sum(total)
         return total / count

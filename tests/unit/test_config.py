@@ -26,6 +26,7 @@ SPEC_TABLE = {
     "positive-augment": (float, 0.0, "0–1", True),
     "min-window": (float, 0.0, "0–1", True),
     "whole-anchors": (float, 0.0, "0–1", True),
+    "negative-drop": (float, 0.0, "0–0.9", True),
     "cluster-epochs": (int, 0, "0–10000", True),
     "cluster-weight": (float, 1.0, "0–100", True),
     "encoders": (int, 1, "1–16", True),

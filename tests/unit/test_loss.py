@@ -11,8 +11,11 @@ from cnn_kmeans.encoder import Encoder
 from cnn_kmeans.loss import Triplets, augment_positives, sample_triplets, triplet_loss
 
 
-def reference_loss(encoder: Encoder, series: torch.Tensor, t: Triplets) -> torch.Tensor:
-    """The loss as the paper writes it: one encoder call per window, no padding."""
+def reference_loss(
+    encoder: Encoder, series: torch.Tensor, t: Triplets, drop: float = 0.0
+) -> torch.Tensor:
+    """The loss as the paper writes it: one encoder call per window, no padding (with `drop`,
+    each anchor's ⌈drop·K⌉ negatives of largest a·n left out)."""
 
     def encode(i: int, start: int, length: int, b: int | None = None) -> torch.Tensor:
         window = series[i : i + 1, start : start + length]
@@ -26,18 +29,20 @@ def reference_loss(encoder: Encoder, series: torch.Tensor, t: Triplets) -> torch
         anchor = encode(t.anchor_index[b], t.anchor_start[b], t.anchor_length[b])
         positive = encode(t.anchor_index[b], t.positive_start[b], t.positive_length[b], b)
         positive_terms.append(-F.logsigmoid(anchor @ positive))
+        scores = []
         for k in range(t.negatives):
             i, start, length = (
                 t.negative_index[b, k],
                 t.negative_start[b, k],
                 t.negative_length[b, k],
             )
-            negative = encode(i, start, length)
-            negative_terms.append(-F.logsigmoid(-(anchor @ negative)))
-    # -mean_b log σ(a·p) + (1/K) Σ_k -mean_b log σ(-a·n_k)
-    return torch.stack(positive_terms).mean() + torch.stack(negative_terms).sum() / (
-        t.batch_size * t.negatives
-    )
+            scores.append(anchor @ encode(i, start, length))
+        kept = sorted(scores, key=lambda score: float(score.detach()))[
+            : t.negatives - int(np.ceil(drop * t.negatives))
+        ]
+        negative_terms += [-F.logsigmoid(-score) for score in kept]
+    # -mean_b log σ(a·p) + (1/K) Σ_k -mean_b log σ(-a·n_k) (over the kept negatives)
+    return torch.stack(positive_terms).mean() + torch.stack(negative_terms).mean()
 
 
 def padded(lengths: np.ndarray, seed: int) -> torch.Tensor:
@@ -129,9 +134,9 @@ def test_sampling_is_reproducible():
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-@pytest.mark.parametrize("augment", [0.0, 0.5])
+@pytest.mark.parametrize(("augment", "drop"), [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5)])
 @pytest.mark.parametrize("equal", [True, False])
-def test_batched_loss_and_gradients_equal_reference(equal, augment):
+def test_batched_loss_and_gradients_equal_reference(equal, augment, drop):
     torch.manual_seed(0)
     encoder = Encoder(blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4)
     rng = np.random.default_rng(3)
@@ -141,9 +146,9 @@ def test_batched_loss_and_gradients_equal_reference(equal, augment):
     if augment:
         t = augment_positives(rng, t, augment)
 
-    fast = triplet_loss(encoder, series, t)
+    fast = triplet_loss(encoder, series, t, drop)
     fast_grads = torch.autograd.grad(fast, list(encoder.parameters()))
-    slow = reference_loss(encoder, series, t)
+    slow = reference_loss(encoder, series, t, drop)
     slow_grads = torch.autograd.grad(slow, list(encoder.parameters()))
 
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
