@@ -98,13 +98,37 @@ def test_min_window_bounds_every_window_below_and_zero_draws_as_the_paper(equal)
         assert (t.positive_length >= np.ceil(0.5 * own)).all()
         shortest.append((t.positive_length - np.ceil(0.5 * own)).min())
     assert min(shortest) == 0  # the bound is reached, not overshot
-    # 0 is the paper's sampling, draw for draw (resumed and old jobs stay identical).
-    paper = sample_triplets(np.random.default_rng(9), lengths, np.arange(8), 4)
-    zero = sample_triplets(
-        np.random.default_rng(9), lengths, np.arange(8), 4, min_window=0.0, whole_anchors=0.0
-    )
-    for name in ("anchor_start", "anchor_length", "positive_start", "positive_length"):
-        np.testing.assert_array_equal(getattr(paper, name), getattr(zero, name))
+
+
+def paper_draws(rng: np.random.Generator, lengths: np.ndarray, anchors: np.ndarray, k: int):
+    """The paper's sampling written out, draw by draw: (anchor start, anchor length, positive
+    start, positive length, negative index)."""
+    own = lengths[anchors]
+    if lengths.min() == lengths.max():
+        positive = np.full(len(anchors), rng.integers(1, own[0] + 1))
+        anchor = np.full(len(anchors), rng.integers(positive[0], own[0] + 1))
+    else:
+        positive = rng.integers(1, own + 1)
+        anchor = rng.integers(positive, own + 1)
+    start = rng.integers(0, own - anchor + 1)
+    positive_start = start + rng.integers(0, anchor - positive + 1)
+    return start, anchor, positive_start, positive, rng.integers(0, len(lengths), (len(anchors), k))
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_the_levers_at_zero_draw_exactly_as_the_paper(equal):
+    """min-window=0 and whole-anchors=0 take the paper's draws from the same generator, so
+    jobs and checkpoints from before the levers train the same model."""
+    lengths = np.full(30, 40) if equal else np.random.default_rng(3).integers(1, 60, size=30)
+    ours, paper = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(20):
+        anchors = np.arange(8)
+        t = sample_triplets(ours, lengths, anchors, 4, min_window=0.0, whole_anchors=0.0)
+        got = (t.anchor_start, t.anchor_length, t.positive_start, t.positive_length)
+        expected = paper_draws(paper, lengths, anchors, 4)
+        for a, b in zip((*got, t.negative_index), expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        paper.integers(0, lengths[t.negative_index] - t.negative_length + 1)  # negative starts
 
 
 @pytest.mark.parametrize("equal", [True, False])
