@@ -87,7 +87,7 @@ def test_unequal_lengths_bound_every_draw_by_its_own_series():
 
 
 @pytest.mark.parametrize("equal", [True, False])
-def test_min_window_bounds_every_window_below_and_zero_draws_as_the_paper(equal):
+def test_min_window_bounds_every_window_below(equal):
     lengths = np.full(30, 40) if equal else np.random.default_rng(3).integers(1, 60, size=30)
     rng = np.random.default_rng(4)
     shortest = []
