@@ -222,14 +222,7 @@ class Trainer:
                 raise TrainingInterrupted(f"stopped at epoch {self.epoch + 1}, step {self.step}")
             anchors = self.order[self.step * size : (self.step + 1) * size]
             # Every rank draws the same global batch (same generator), then keeps its shard.
-            triplets = sample_triplets(
-                self.rng,
-                lengths,
-                anchors,
-                self.config.negative_samples,
-                self.config.min_window,
-                self.config.whole_anchors,
-            )
+            triplets = self._sample(self.rng, lengths, anchors)
             if self.config.positive_augment > 0:
                 triplets = augment_positives(self.rng, triplets, self.config.positive_augment)
             loss, weight = self._shard_loss(series, triplets, lengths)
@@ -243,6 +236,16 @@ class Trainer:
         (total,) = self.world.sum(self.loss_sum)
         self.order = None
         return total / len(lengths)
+
+    def _sample(
+        self, rng: np.random.Generator, lengths: np.ndarray, anchors: np.ndarray
+    ) -> Triplets:
+        """One step's windows for `anchors`, drawn as the config asks (K negatives, the
+        `min-window` and `whole-anchors` levers)."""
+        config = self.config
+        return sample_triplets(
+            rng, lengths, anchors, config.negative_samples, config.min_window, config.whole_anchors
+        )
 
     def _shard_loss(
         self, series: torch.Tensor, triplets: Triplets, lengths: np.ndarray
@@ -320,14 +323,7 @@ class Trainer:
         total = 0.0
         for begin in range(0, count, size):
             anchors = order[begin : begin + size]
-            triplets = sample_triplets(
-                rng,
-                lengths,
-                anchors,
-                self.config.negative_samples,
-                self.config.min_window,
-                self.config.whole_anchors,
-            )
+            triplets = self._sample(rng, lengths, anchors)
             rows = self.world.shard(len(anchors))
             if len(rows):
                 encoder = self.encoder.members[self.member]
