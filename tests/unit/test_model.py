@@ -207,7 +207,19 @@ def test_training_resumes_exactly_from_a_trainer_state(ragged):
         torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
 
 
-def test_positive_augment_changes_training_and_still_resumes_exactly(ragged):
+@pytest.mark.parametrize(
+    "lever",
+    [
+        {"positive_augment": 0.4},
+        {"min_window": 0.5},
+        {"whole_anchors": 1.0},
+        {"negative_drop": 0.3},
+    ],
+    ids=lambda lever: next(iter(lever)),
+)
+def test_a_training_lever_changes_training_and_still_resumes_exactly(ragged, lever):
+    """Each lever reaches the trainer (its weights differ from the paper's) and a job stopped
+    after an epoch resumes to the same weights."""
     values, lengths = prepare(ragged)
 
     def trained(config, *, stop_after: int = 0) -> Trainer:
@@ -222,9 +234,9 @@ def test_positive_augment_changes_training_and_still_resumes_exactly(ragged):
         trainer.fit(values, lengths)
         return trainer
 
-    config = tiny_config(epochs=2, positive_augment=0.4)
+    config = tiny_config(epochs=2, **lever)
     straight, resumed = trained(config), trained(config, stop_after=1)
-    plain = trained(config.replace(positive_augment=0.0))
+    plain = trained(tiny_config(epochs=2))
     for name, tensor in straight.encoder.state_dict().items():
         torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor, rtol=0, atol=0)
     weights = straight.encoder.state_dict()
