@@ -14,6 +14,7 @@ their ratio. Run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -23,6 +24,7 @@ import numpy as np
 
 from cnn_kmeans.config import Config
 from cnn_kmeans.model import CNNKMeans
+from cnn_kmeans.trainer import planned_epochs
 
 sys.path.insert(0, str(Path(__file__).parent))
 import quality_suite as qs
@@ -31,12 +33,13 @@ DATASETS = ("ECGFiveDays", "CBF", "GunPoint", "DiatomSizeReduction", "ItalyPower
 
 
 def seconds_per_step(config: Config, X: np.ndarray) -> float:
-    """Training time of `config.epochs` passes over X (no KMeans) per optimisation step."""
+    """Training time of the job's passes over X (no KMeans) per optimisation step (`min-steps`
+    included: the steps are the trainer's own count)."""
     model = CNNKMeans(config, threads=1, progress=False)
     training = model.start(X)
     began = time.perf_counter()
     training.run()
-    steps = config.epochs * -(-len(X) // config.batch_size)
+    steps = planned_epochs(config, len(X)) * math.ceil(len(X) / config.batch_size)
     return (time.perf_counter() - began) / steps
 
 
