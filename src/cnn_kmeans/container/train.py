@@ -12,11 +12,9 @@ library and modules that do the same, so that no stop request is lost while torc
 from __future__ import annotations
 
 import errno
-import faulthandler
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
@@ -39,9 +37,6 @@ EXIT_ALGORITHM_ERROR = 2
 # fewer epochs than asked for as a finished job: the model is written, the code says "stopped".
 EXIT_TERMINATED = 143
 FAILURE_LIMIT = 1024  # SageMaker shows this many characters of output/failure
-# Leaving the process group takes milliseconds; a worker whose work is done waits this long
-# for it, then exits without it (see _leave).
-LEAVE_SECONDS = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,47 +122,34 @@ def _stopped_message(error: TrainingInterrupted) -> str:
 
 
 def _run_worker(env: TrainingEnvironment, stop: StopFlag, checkpoints: CheckpointSettings) -> None:
-    import torch.distributed as dist
-
     from cnn_kmeans.container import job, launch
 
     world = launch.join(env.environ)
     try:
         job.run(env, stop, checkpoints, world)
     except StoppedEarly:
-        _leave(world, dist)  # every rank took part in writing the model: leave together
+        _leave(world)  # every rank took part in writing the model: leave together
         raise
-    _leave(world, dist)
+    _leave(world)
 
 
-def _leave(world, dist) -> None:
-    """Leave the process group once every rank's work is done, in bounded time.
+def _leave(world) -> None:
+    """Wait until every rank's work is done; the worker then exits without tearing the process
+    group down (see _exit_worker).
 
-    Rank 0 is done writing when everyone passes the barrier: the processes then leave the group
-    together (a rank tearing gloo down alone can abort with SIGABRT). Tearing it down is known to
-    hang now and then (pytorch/pytorch#75097), and a finished two-process job once hung in CI
-    (torch 2.1) after its last metrics were written: with nothing left to do, a worker waits
-    LEAVE_SECONDS for it and then exits anyway (os._exit, see _exit_worker), instead of holding
-    the job until its MaxRuntime. torch's binding destroys a ProcessGroupGloo with the GIL
-    released, so the wait returns; should anything hold the GIL instead, faulthandler ends the
-    process after twice as long (code 1, every thread's stack in the log).
+    Rank 0 is done writing when everyone passes the barrier, so no rank exits (and no host's
+    torchrun reports success) before the model is written. The group is deliberately not
+    destroyed: on torch 2.1 (the images' stack) `destroy_process_group` can deadlock. The last
+    Python reference to the group is dropped with the GIL held (torch bound ProcessGroup without
+    releasing the GIL in its destructor until pytorch/pytorch#154976, 2025), and
+    ~ProcessGroupGloo then waits for gloo's worker thread, which may at that moment be freeing
+    the barrier's finished work, whose tensors are Python objects: it waits for the GIL. Seen in
+    a two-host job: the rank hung until faulthandler ended it with code 1, failing its host,
+    while the other host's torchrun waited 300 s in its exit barrier. A process that exits with
+    os._exit has nothing to tear down: the kernel closes its sockets, after the barrier's last
+    message went out.
     """
     world.barrier()
-    faulthandler.dump_traceback_later(2 * LEAVE_SECONDS, exit=True)
-    leaving = threading.Thread(
-        target=dist.destroy_process_group, name="leave-process-group", daemon=True
-    )
-    leaving.start()
-    leaving.join(LEAVE_SECONDS)
-    if leaving.is_alive():
-        log.warning(
-            "rank %d: leaving the process group did not end within %.0f s; the work is done "
-            "and the model written, so this process exits without it",
-            world.rank,
-            LEAVE_SECONDS,
-        )
-    else:
-        faulthandler.cancel_dump_traceback_later()
 
 
 def _supervise(launch_plan: LaunchPlan, env: TrainingEnvironment, layout: Layout) -> int:
@@ -207,7 +189,7 @@ def _fail(layout: Layout, message: str) -> None:
 def _exit_worker(code: int) -> NoReturn:
     """End a data-parallel worker now, without the interpreter's finalization.
 
-    A worker that has left the process group has nothing left to do, but at finalization
+    A worker past its last barrier has nothing left to do, but at finalization
     gloo's threads can still reach for the GIL of a dying interpreter and abort the process
     (SIGABRT, "terminate called without an active exception": seen once in CI on a rank that
     had finished, which failed its host and left the other host waiting for it). Everything the
