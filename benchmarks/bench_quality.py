@@ -184,6 +184,7 @@ def run(
 
     from cnn_kmeans.config import Config
     from cnn_kmeans.model import CNNKMeans
+    from cnn_kmeans.trainer import planned_epochs
 
     torch.set_num_threads(1)
     data = qs.load(name)
@@ -221,8 +222,9 @@ def run(
         name = f"{lever[0]}-{name}"  # its own cache files
     record["config"] = config.to_dict()
     steps_per_epoch = math.ceil(len(X_train) / config.batch_size)
-    targets = {0, config.epochs}
-    targets |= {max(config.epochs, math.ceil(steps / steps_per_epoch)) for steps in min_steps}
+    planned = planned_epochs(config, len(X_train))  # `epochs`, or fewer under a max-steps lever
+    targets = {0, planned}
+    targets |= {max(planned, math.ceil(steps / steps_per_epoch)) for steps in min_steps}
     # A clustering stage (`cluster-epochs`) follows the triplet epochs of every trained
     # snapshot; its snapshot is at the epochs reached (triplet + stage). The triplet epochs
     # before it are the default run's, so its checkpoint at the default epochs is a valid start.
@@ -259,7 +261,7 @@ def run(
         torch.save(trainer.state_dict(), cache / f"{name}-seed{seed}-epoch{trainer.epoch}.pt")
         if trainer.epoch in shots:
             continue
-        check = target == config.epochs
+        check = target == planned
         shots[trainer.epoch] = snapshot(model, data, k, seed, trainer, name, cache, check)
         record["snapshots"] = [shots[e] for e in sorted(shots)]
         save()

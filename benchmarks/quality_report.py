@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from cnn_kmeans.config import Config
+from cnn_kmeans.trainer import planned_epochs
 from quality_suite import SUITE
 
 PAPER_ACCURACY = {
@@ -42,10 +44,13 @@ Score = Callable[[dict], float | None]
 
 
 def default_shot(record: dict) -> dict | None:
-    """The snapshot at the default epochs (made by each of its `encoders`, and a clustering
-    stage's, if the run has them)."""
+    """The snapshot at the run's planned epochs (`epochs`, or fewer under a `max-steps` cap;
+    made by each of its `encoders`, and a clustering stage's, if the run has them)."""
     config = record.get("config", {})
-    epochs = config.get("epochs", 0) * config.get("encoders", 1) + config.get("cluster-epochs", 0)
+    passes = config.get("epochs", 0)
+    if config.get("max-steps"):
+        passes = planned_epochs(Config.from_dict(config), record["data"]["train"])
+    epochs = passes * config.get("encoders", 1) + config.get("cluster-epochs", 0)
     return next((s for s in record.get("snapshots", []) if s["epochs"] == epochs), None)
 
 

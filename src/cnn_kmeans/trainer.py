@@ -60,9 +60,14 @@ def as_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def planned_epochs(config: Config, series: int) -> int:
     """Passes a job makes over `series` training series with each encoder: `epochs`, or more
-    when `min_steps` asks for more optimisation steps than `epochs` passes give (small sets)."""
+    when `min_steps` asks for more optimisation steps than `epochs` passes give (small sets),
+    or fewer when `max_steps` caps them (large sets). Both budgets end with the pass that
+    reaches them, so min-steps = max-steps = S trains ⌈S / steps per pass⌉ passes."""
     steps_per_epoch = math.ceil(series / config.batch_size)
-    return max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    passes = config.epochs
+    if config.max_steps:
+        passes = min(passes, math.ceil(config.max_steps / steps_per_epoch))
+    return max(passes, math.ceil(config.min_steps / steps_per_epoch))
 
 
 def total_epochs(config: Config, series: int) -> int:

@@ -21,6 +21,7 @@ SPEC_TABLE = {
     "batch-size": (int, 10, "1–4096", True),
     "epochs": (int, 100, "1–10000", True),
     "min-steps": (int, 0, "0–10000000", True),
+    "max-steps": (int, 0, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
     "features": (str, "raw", "raw, standardised, whitened", True),
     "positive-augment": (float, 0.0, "0–1", True),
@@ -80,6 +81,12 @@ def test_bad_values_name_the_hyperparameter_value_and_range(name, value, fragmen
         Config.from_dict({name: value})
     assert name in str(error.value) and repr(value) in str(error.value)
     assert fragment in str(error.value)
+
+
+def test_a_step_cap_below_the_step_floor_is_an_error_naming_both():
+    with pytest.raises(UserError, match=r"max-steps=500 is below min-steps=1500"):
+        Config.from_dict({"min-steps": "1500", "max-steps": "500"})
+    assert Config.from_dict({"min-steps": "1500", "max-steps": "1500"}).max_steps == 1500
 
 
 def test_unknown_hyperparameter_is_an_error():

@@ -159,18 +159,30 @@ def test_an_epoch_is_ceil_n_over_batch_size_steps(ragged):
     assert all(r.valid_loss is None and r.train_loss > 0 for r in reports)
 
 
-def test_min_steps_adds_passes_until_the_step_budget_is_reached(ragged):
+@pytest.mark.parametrize(
+    "epochs, min_steps, max_steps, passes",
+    [
+        (2, 23, 0, 5),  # min-steps adds passes until its budget is reached
+        (3, 10, 0, 3),
+        (2, 0, 0, 2),
+        (6, 0, 12, 3),  # max-steps removes passes: the one that reaches 12 steps is the last
+        (6, 0, 10, 2),
+        (3, 0, 40, 3),  # a cap above `epochs` passes changes nothing
+        (6, 12, 12, 3),  # both at S: the pass that reaches S
+        (6, 0, 2, 1),  # a cap below one pass: one pass
+    ],
+)
+def test_the_step_budgets_set_the_passes(ragged, epochs, min_steps, max_steps, passes):
     values, lengths = prepare(ragged)  # 24 series in batches of 5: 5 steps per pass
-    for epochs, min_steps, passes in ((2, 23, 5), (3, 10, 3), (2, 0, 2)):
-        config = tiny_config(batch_size=5, epochs=epochs, min_steps=min_steps)
-        assert planned_epochs(config, len(lengths)) == passes
-        trainer = Trainer(Encoder.from_config(config), config)
-        reports = []
-        trainer.fit(values, lengths, on_epoch=reports.append)
-        adam_steps = next(iter(trainer.optimizer.state.values()))["step"]
-        assert int(adam_steps) == passes * 5
-        assert [r.epoch for r in reports] == list(range(1, passes + 1))
-        assert {r.epochs for r in reports} == {passes} and reports[-1].eta == 0.0
+    config = tiny_config(batch_size=5, epochs=epochs, min_steps=min_steps, max_steps=max_steps)
+    assert planned_epochs(config, len(lengths)) == passes
+    trainer = Trainer(Encoder.from_config(config), config)
+    reports = []
+    trainer.fit(values, lengths, on_epoch=reports.append)
+    adam_steps = next(iter(trainer.optimizer.state.values()))["step"]
+    assert int(adam_steps) == passes * 5
+    assert [r.epoch for r in reports] == list(range(1, passes + 1))
+    assert {r.epochs for r in reports} == {passes} and reports[-1].eta == 0.0
 
 
 def test_validation_loss_uses_the_same_windows_every_time(ragged):
