@@ -239,7 +239,8 @@ def run(
     shots = {s["epochs"]: s for s in record.get("snapshots", [])}
     if not {reached(t) for t in targets} - set(shots):
         return record
-    model = CNNKMeans(config.replace(epochs=max(targets)), device=torch.device("cpu"))
+    # Targets are passes, the cap already applied (`planned`): the trainer makes exactly them.
+    model = CNNKMeans(config.replace(epochs=max(targets), max_steps=0), device=torch.device("cpu"))
     training = model.start(X_train)
     trainer = training.trainer
     cache.mkdir(parents=True, exist_ok=True)
@@ -251,12 +252,15 @@ def run(
     for target in sorted(targets):
         # Loaded after the untrained snapshot (target 0), which a run started from a checkpoint
         # (an ensemble put together from default runs) still scores as its own control.
-        if target and checkpoints and trainer.epoch < checkpoints[-1][0]:
-            trainer.load_state_dict(torch.load(checkpoints[-1][1], weights_only=True))
+        # The latest checkpoint not past the target: a budget the defaults now cap below a
+        # longer earlier run is read off a checkpoint at its own passes, or trained to them.
+        usable = [c for c in checkpoints if c[0] <= reached(target)]
+        if target and usable and trainer.epoch < usable[-1][0]:
+            trainer.load_state_dict(torch.load(usable[-1][1], weights_only=True))
         if reached(target) < trainer.epoch:  # a checkpoint past it
             continue
         if target:
-            trainer.config = trainer.config.replace(epochs=target)
+            trainer.config = trainer.config.replace(epochs=target, max_steps=0)
             training.run()
         torch.save(trainer.state_dict(), cache / f"{name}-seed{seed}-epoch{trainer.epoch}.pt")
         if trainer.epoch in shots:

@@ -185,6 +185,23 @@ def test_the_step_budgets_set_the_passes(ragged, epochs, min_steps, max_steps, p
     assert {r.epochs for r in reports} == {passes} and reports[-1].eta == 0.0
 
 
+def test_a_capped_job_trains_exactly_the_first_passes_of_the_uncapped_one(ragged):
+    # What lets a benchmark read a max-steps run off a longer run's checkpoint at those passes.
+    values, lengths = prepare(ragged)  # 5 steps per pass: max-steps=10 is 2 of the 6 passes
+    trainers = []
+    for config in (
+        tiny_config(batch_size=5, epochs=6, max_steps=10),
+        tiny_config(batch_size=5, epochs=2),
+    ):
+        torch.manual_seed(0)
+        trainer = Trainer(Encoder.from_config(config), config)
+        trainer.fit(values, lengths)
+        trainers.append(trainer)
+    capped, short = (t.encoder.state_dict() for t in trainers)
+    for name, tensor in short.items():
+        torch.testing.assert_close(capped[name], tensor, rtol=0, atol=0)
+
+
 def test_validation_loss_uses_the_same_windows_every_time(ragged):
     config = tiny_config()
     values, lengths = prepare(ragged)
