@@ -131,8 +131,8 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         int,
         0,
         "when >0: at most this many optimisation steps, rounded up to a whole pass; the job "
-        "makes min(epochs, ⌈max-steps / ⌈N / batch-size⌉⌉) passes, or min-steps' if more (the "
-        "paper: 1,500 steps whatever N; epochs=100 gives 100 x ⌈N / batch-size⌉)",
+        "makes min(epochs, ⌈max-steps / ⌈N / batch-size⌉⌉) passes (min-steps wins if it asks "
+        "for more). The paper: 1,500 steps whatever N; epochs=100 gives 100 x ⌈N / batch-size⌉",
         low=0,
         high=10_000_000,
     ),
@@ -284,11 +284,6 @@ class Config:
     def __post_init__(self) -> None:
         for hp in HYPERPARAMETERS:
             object.__setattr__(self, hp.field, hp.check(getattr(self, hp.field)))
-        if self.max_steps and self.max_steps < self.min_steps:
-            raise UserError(
-                f"max-steps={self.max_steps} is below min-steps={self.min_steps}: the budget "
-                "cannot be both; set max-steps to 0 or at least min-steps"
-            )
         if self.cluster_epochs and self.max_clusters:
             raise UserError(
                 f"cluster-epochs={self.cluster_epochs} clusters around `clusters` centroids and "

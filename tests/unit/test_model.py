@@ -169,6 +169,7 @@ def test_an_epoch_is_ceil_n_over_batch_size_steps(ragged):
         (6, 0, 10, 2),
         (3, 0, 40, 3),  # a cap above `epochs` passes changes nothing
         (6, 12, 12, 3),  # both at S: the pass that reaches S
+        (6, 23, 10, 5),  # min-steps above the cap wins: a floor the user asked for
         (6, 0, 2, 1),  # a cap below one pass: one pass
     ],
 )
