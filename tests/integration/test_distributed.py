@@ -158,7 +158,6 @@ if "LOCAL_RANK" in os.environ:
     atexit.register(os.abort)
 """
 
-# What gloo's teardown does now and then (pytorch/pytorch#75097): never return, the GIL released.
 # How tearing the process group down failed on torch 2.1 (see train._leave): it blocked with
 # the GIL held, so no other thread of the process could run again (PyDLL calls keep the GIL).
 _TEARDOWN_HOLDS_THE_GIL = """\
