@@ -21,7 +21,7 @@ from cnn_kmeans.preprocess import Scaler, clean
 from cnn_kmeans.progress import Progress, log_epoch, visible
 from cnn_kmeans.sweep import choose_k, degenerate_warning, min_cluster_size
 from cnn_kmeans.threads import default_threads, process_cores, torch_threads
-from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor, encode_series
+from cnn_kmeans.trainer import EpochReport, Trainer, as_tensor, encode_series, planned_epochs
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,14 @@ class CNNKMeans:
             valid = self.scaler_.transform(valid_values)
         log.info(
             "training on %d series (length %d-%d), %d steps per epoch, device %s, "
-            "%d torch thread(s)",
+            "%d torch thread(s)%s",
             len(lengths),
             lengths.min(),
             lengths.max(),
             -(-len(lengths) // self.config.batch_size),
             self.device,
             torch.get_num_threads(),
+            _budget_note(self.config, len(lengths)),
         )
         trainer = Trainer(self.encoder_, self.config, self.world)
         return Training(trainer, self.scaler_.transform(values), lengths, valid, valid_lengths)
@@ -380,3 +381,13 @@ def silhouette(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
     sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
     with config_context(working_memory=SILHOUETTE_WORKING_MB):
         return float(silhouette_score(features, labels, sample_size=sample, random_state=seed))
+
+
+def _budget_note(config: Config, series: int) -> str:
+    """Why a job makes other than `epochs` passes (min-steps or max-steps), for the log."""
+    passes = planned_epochs(config, series)
+    if passes == config.epochs:
+        return ""
+    which = "max" if passes < config.epochs else "min"
+    steps = getattr(config, f"{which}_steps")
+    return f"; {passes} epochs, not {config.epochs}: {which}-steps={steps}"

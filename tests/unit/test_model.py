@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -201,6 +202,18 @@ def test_a_capped_job_trains_exactly_the_first_passes_of_the_uncapped_one(ragged
     capped, short = (t.encoder.state_dict() for t in trainers)
     for name, tensor in short.items():
         torch.testing.assert_close(capped[name], tensor, rtol=0, atol=0)
+
+
+def test_the_log_says_when_a_step_budget_changes_the_epochs(ragged, caplog):
+    caplog.set_level(logging.INFO)
+    CNNKMeans(tiny_config(batch_size=5, epochs=6, max_steps=10)).fit(ragged)
+    assert "; 2 epochs, not 6: max-steps=10" in caplog.text
+    caplog.clear()
+    CNNKMeans(tiny_config(batch_size=5, epochs=2, min_steps=23)).fit(ragged)
+    assert "; 5 epochs, not 2: min-steps=23" in caplog.text
+    caplog.clear()
+    CNNKMeans(tiny_config(batch_size=5, epochs=2, max_steps=40)).fit(ragged)
+    assert "steps per epoch" in caplog.text and "epochs, not" not in caplog.text
 
 
 def test_validation_loss_uses_the_same_windows_every_time(ragged):
