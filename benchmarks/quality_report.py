@@ -556,6 +556,15 @@ def commands(records: list[dict], levers: list[dict] = ()) -> list[str]:
     return lines
 
 
+def _budget() -> str:
+    """The default training budget, in words, from today's declarations."""
+    d = Config()
+    steps = f"`epochs={d.epochs}`, so {d.epochs} × ⌈N/{d.batch_size}⌉ optimisation steps"
+    if d.max_steps:
+        steps += f", at most {d.max_steps:,} (`max-steps`, rounded up to a whole pass)"
+    return steps
+
+
 def report(records: list[dict], levers: list[dict] = ()) -> str:
     """The whole of BENCHMARKS.md (`levers`: the records of retrained levers). Every table
     reads the runs of `SUITE_SEEDS`; the seed-to-seed table reads all of `records`."""
@@ -603,8 +612,8 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         "k = number of classes; every method uses the run's seed. The suite is issue 14's 17 "
         "sets; a set appears here once it has a record.",
         "",
-        "*ours (defaults)*: a training job at the default hyperparameters (`epochs=100`, so "
-        "100 × ⌈N/10⌉ optimisation steps), labels by `predict`. *untrained control*: the same "
+        f"*ours (defaults)*: a training job at the default hyperparameters ({_budget()}), "
+        "labels by `predict`. *untrained control*: the same "
         "model at epoch 0 (the same seeded initialisation, no optimisation step), KMeans as ours. "
         "*ours, ≥1,500 steps*: the same run continued to the first epoch with at least 1,500 "
         "steps (the paper's budget; the default's own value where it already trains more). "
