@@ -129,10 +129,11 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "max-steps",
         int,
-        0,
+        1500,
         "when >0: at most this many optimisation steps, rounded up to a whole pass; the job "
         "makes min(epochs, ⌈max-steps / ⌈N / batch-size⌉⌉) passes (min-steps wins if it asks "
-        "for more). The paper: 1,500 steps whatever N; epochs=100 gives 100 x ⌈N / batch-size⌉",
+        "for more; 0: every pass of epochs). The paper: 1,500 steps whatever N; epochs=100 "
+        "gives 100 x ⌈N / batch-size⌉",
         low=0,
         high=10_000_000,
     ),
@@ -268,7 +269,7 @@ class Config:
     batch_size: int = 10
     epochs: int = 100
     min_steps: int = 0
-    max_steps: int = 0
+    max_steps: int = 1500
     scaling: str = "global"
     features: str = "raw"
     positive_augment: float = 0.0

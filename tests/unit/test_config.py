@@ -21,7 +21,7 @@ SPEC_TABLE = {
     "batch-size": (int, 10, "1–4096", True),
     "epochs": (int, 100, "1–10000", True),
     "min-steps": (int, 0, "0–10000000", True),
-    "max-steps": (int, 0, "0–10000000", True),
+    "max-steps": (int, 1500, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
     "features": (str, "raw", "raw, standardised, whitened", True),
     "positive-augment": (float, 0.0, "0–1", True),
