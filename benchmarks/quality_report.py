@@ -715,7 +715,9 @@ def report(records: list[dict], levers: list[dict] = ()) -> str:
         "",
         f"Records' commits: {', '.join(commits)} (the commit of the run that last updated a "
         "record; `+dirty`: src/ differed from it; src/ trains and clusters alike at all of "
-        "them with `min-steps=0 features=raw`, the values the runs use, on the same CPU model; "
+        "them with `min-steps=0 features=raw`, the values the runs use, and a record's "
+        "`max-steps` (absent: every pass; a capped run is the uncapped one's first passes), "
+        "on the same CPU model; "
         "across CPU models the same run differs, as by another seed: oneDNN picks its kernels "
         "by instruction set. Records from before the CPU was recorded do not name it). Versions: "
         f"{'; '.join(versions)}.",
