@@ -386,8 +386,8 @@ def silhouette(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
 def _budget_note(config: Config, series: int) -> str:
     """Why a job makes other than `epochs` passes (min-steps or max-steps), for the log."""
     passes = planned_epochs(config, series)
-    if passes == config.epochs:
-        return ""
-    which = "max" if passes < config.epochs else "min"
-    steps = getattr(config, f"{which}_steps")
-    return f"; {passes} epochs, not {config.epochs}: {which}-steps={steps}"
+    if passes < config.epochs:
+        return f"; {passes} epochs, not {config.epochs}: max-steps={config.max_steps}"
+    if passes > config.epochs:
+        return f"; {passes} epochs, not {config.epochs}: min-steps={config.min_steps}"
+    return ""
