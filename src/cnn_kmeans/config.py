@@ -145,6 +145,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         choices=("global", "series"),
     ),
     Hyperparameter(
+        "position",
+        str,
+        "none",
+        "a second input channel with each step's place in its series, t / (L - 1) from 0 at the "
+        "first step to 1 at the last, so features can tell where a pattern occurs (the paper: "
+        "none)",
+        choices=("none", "relative"),
+    ),
+    Hyperparameter(
         "features",
         str,
         "raw",
@@ -249,6 +258,7 @@ ARCHITECTURE = (
     "reduced-size",
     "output-size",
     "scaling",
+    "position",
     "encoders",
 )
 
@@ -271,6 +281,7 @@ class Config:
     min_steps: int = 0
     max_steps: int = 1500
     scaling: str = "global"
+    position: str = "none"
     features: str = "raw"
     positive_augment: float = 0.0
     min_window: float = 0.0

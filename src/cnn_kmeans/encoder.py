@@ -116,6 +116,13 @@ class CausalBlock(nn.Module):
 class Encoder(nn.Module):
     """Univariate series of any length -> fixed-size features.
 
+    With `position`, each step also carries its place in the series as a second channel: max
+    pooling over time keeps which patterns occur but not where, and the triplet windows at random
+    offsets teach the encoder that where does not matter, so classes told apart by where an event
+    happens (BME's begin, middle and end; GunPoint's timing) fold together. A position input is
+    the usual answer (the positional encodings of Transformers: Vaswani et al., NeurIPS 2017);
+    the causal convolutions see it as one more channel. Issue 14's lever.
+
     `blocks` blocks of `filters` channels with dilations 1, 2, ..., 2^(blocks-1), one final block of
     `reduced_size` channels with dilation 2^blocks, max pooling over each series' true length,
     then a linear layer to `output_size` features.
@@ -128,11 +135,14 @@ class Encoder(nn.Module):
         kernel_size: int,
         reduced_size: int,
         output_size: int,
-        in_channels: int = 1,
+        position: bool = False,
     ):
         super().__init__()
+        # With `position`, a second input channel holds each step's place in its series (see
+        # `encode_windows`).
+        self.position = position
         layers = []
-        channels = in_channels
+        channels = 2 if position else 1
         for i in range(blocks):
             layers.append(CausalBlock(channels, filters, kernel_size, 2**i))
             channels = filters
@@ -175,6 +185,7 @@ class Encoder(nn.Module):
             config.kernel_size,
             config.reduced_size,
             config.output_size,
+            position=config.position == "relative",
         )
 
     def forward(
@@ -183,9 +194,10 @@ class Encoder(nn.Module):
         """Encode a batch.
 
         Args:
-            x: (B, L) series, left-aligned; values after a series' end must be finite (they are
-                never read by the causal convolutions at valid positions and are masked out of
-                the pooling).
+            x: (B, L) series, left-aligned, or (B, 2, L) with `position`: the series and each
+                step's place in it (see `encode_windows`); values after a series' end must be
+                finite (they are never read by the causal convolutions at valid positions and
+                are masked out of the pooling).
             lengths: (B,) true lengths, or None when every series has length L.
             recompute: when gradients are recorded, keep only the input of each run of blocks
                 (`recompute_runs`) and recompute the run in the backward pass (see
@@ -194,7 +206,7 @@ class Encoder(nn.Module):
         Returns:
             (B, output_size) features.
         """
-        h = x.unsqueeze(1)
+        h = x.unsqueeze(1) if x.dim() == 2 else x
         if recompute and torch.is_grad_enabled():
             for run in self.recompute_runs():
                 h = checkpoint(run, h, use_reentrant=False)
@@ -225,6 +237,11 @@ class Ensemble(nn.Module):
     def members(self) -> list[Encoder]:
         """The encoders, in the order of their features."""
         return list(self.encoders)
+
+    @property
+    def position(self) -> bool:
+        """Whether the members read a position channel (all or none do)."""
+        return self.encoders[0].position
 
     @property
     def feature_size(self) -> int:
@@ -317,6 +334,7 @@ def encode_windows(
     groups: int = TRAINING_GROUPS,
     max_cells: int = 0,
     transform: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    totals: np.ndarray | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Encode the windows series[index[i], start[i] : start[i] + length[i]].
@@ -333,6 +351,9 @@ def encode_windows(
         transform: optional (scale (M,), offset (M,), noise (M, W)) float32: window i is encoded
             as x * scale[i] + offset[i] + noise[i, :width] over its own steps (zero after its
             end, as every window); W must cover every window's padded width.
+        totals: (M,) int64 lengths of the windows' whole series, for an encoder with a position
+            channel: step t of a series of length T is at (t / (T - 1)) (0 when T = 1), so a
+            window carries the places it was cut from. None: each window is its whole series.
         on_batch: called with the number of windows of each batch once it is encoded (progress).
 
     Returns:
@@ -359,7 +380,25 @@ def encode_windows(
             scale, offset, noise = (torch.as_tensor(a[group], device=device) for a in transform)
             batch = batch * scale[:, None] + offset[:, None] + noise[:, :width]
         batch = batch.masked_fill(steps >= lengths[:, None], 0.0)
+        if encoder.position:
+            batch = torch.stack([batch, _places(columns, group, length, totals, steps, lengths)], 1)
         features[rows.new_tensor(group)] = encoder(batch, lengths, recompute=recompute)
         if on_batch is not None:
             on_batch(len(group))
     return features
+
+
+def _places(
+    columns: torch.Tensor,
+    group: np.ndarray,
+    length: np.ndarray,
+    totals: np.ndarray | None,
+    steps: torch.Tensor,
+    lengths: torch.Tensor,
+) -> torch.Tensor:
+    """The position channel of a batch (see `encode_windows`): each step's column of its whole
+    series over that series' last column, zero after the window's end like the values."""
+    total = torch.as_tensor((length if totals is None else totals)[group], device=columns.device)
+    last = (total - 1).clamp_(min=1).to(torch.float32)
+    places = columns.to(torch.float32) / last[:, None]
+    return places.masked_fill_(steps >= lengths[:, None], 0.0)

@@ -30,6 +30,8 @@ class Triplets:
     negative_index: np.ndarray
     negative_start: np.ndarray
     negative_length: np.ndarray
+    anchor_total: np.ndarray  # (B,) the anchor series' whole lengths (a position channel's scale)
+    negative_total: np.ndarray  # (B, K) the negative series' whole lengths
     positive_scale: np.ndarray | None = None
     positive_offset: np.ndarray | None = None
     positive_noise: np.ndarray | None = None
@@ -108,6 +110,8 @@ def sample_triplets(
         negative_index=negative_index,
         negative_start=negative_start,
         negative_length=negative_length,
+        anchor_total=own,
+        negative_total=lengths[negative_index],
     )
 
 
@@ -181,7 +185,10 @@ def triplet_loss(
         offset[size : 2 * size] = t.positive_offset
         noise[size : 2 * size] = t.positive_noise
         affine = (scale, offset, noise)
-    features = encode_windows(encoder, series, index, start, length, transform=affine)
+    totals = np.concatenate([t.anchor_total, t.anchor_total, t.negative_total.ravel()])
+    features = encode_windows(
+        encoder, series, index, start, length, transform=affine, totals=totals
+    )
     anchor = features[:size]
     positive = features[size : 2 * size]
     negative = features[2 * size :].view(size, negatives, -1)

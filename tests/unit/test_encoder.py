@@ -146,28 +146,55 @@ def test_inference_groups_are_few_full_and_pad_little(name):
     assert len(shapes) <= 2 * len({width for _, width in shapes})
 
 
-def test_encode_windows_matches_one_window_at_a_time():
-    encoder = make_encoder(blocks=3)
+def with_places(window: torch.Tensor, start: int, total: int) -> torch.Tensor:
+    """(1, n) values of a window cut at `start` from a series of `total` steps -> (1, 2, n) with
+    the position channel: each step's place in that series, 0 at its first step, 1 at its last."""
+    places = torch.arange(start, start + window.shape[1]) / max(total - 1, 1)
+    return torch.stack([window, places[None].float()], 1)
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_encode_windows_matches_one_window_at_a_time(position):
+    encoder = make_encoder(blocks=3, position=position)
     rng = np.random.default_rng(1)
     series = torch.randn(6, 40)
+    totals = rng.integers(20, 41, size=6)  # the series' own lengths
     index = rng.integers(0, 6, size=30)
     length = rng.integers(1, 20, size=30)
-    start = rng.integers(0, 40 - length + 1)
+    start = rng.integers(0, totals[index] - length + 1)
     with torch.no_grad():
-        got = encode_windows(encoder, series, index, start, length, groups=3)
-        expected = torch.cat(
-            [
-                encoder(series[i : i + 1, s : s + n])
-                for i, s, n in zip(index, start, length, strict=True)
-            ]
-        )
+        got = encode_windows(encoder, series, index, start, length, groups=3, totals=totals[index])
+        windows = [
+            series[i : i + 1, s : s + n] for i, s, n in zip(index, start, length, strict=True)
+        ]
+        if position:
+            cuts = zip(windows, start, index, strict=True)
+            windows = [with_places(w, s, totals[i]) for w, s, i in cuts]
+        expected = torch.cat([encoder(w) for w in windows])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_inference_batches_of_mixed_widths_give_each_series_its_own_features():
+def test_the_position_channel_tells_the_same_pattern_apart_by_where_it_was_cut():
+    # Series 1 holds series 0's first 20 steps at steps 40-59: without a position channel the
+    # two windows are the same input; with it they differ by their places (0-0.2 vs 0.4-0.6).
+    series = torch.randn(2, 100)
+    series[1, 40:60] = series[0, :20]
+    windows = (np.array([0, 1]), np.array([0, 40]), np.array([20, 20]))
+    with torch.no_grad():
+        plain = encode_windows(make_encoder(), series, *windows, totals=np.array([100, 100]))
+        placed = encode_windows(
+            make_encoder(position=True), series, *windows, totals=np.array([100, 100])
+        )
+    torch.testing.assert_close(plain[0], plain[1])
+    assert (placed[0] - placed[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_inference_batches_of_mixed_widths_give_each_series_its_own_features(position):
     # Dilations up to 128 on lengths 1-300: groups merge widths across the lengths where a
-    # convolution's taps change, and every series must still get the features it gets alone.
-    encoder = make_encoder(blocks=7)
+    # convolution's taps change, and every series must still get the features it gets alone
+    # (with a position channel: its steps from 0 at the first to 1 at its own last).
+    encoder = make_encoder(blocks=7, position=position)
     lengths = np.random.default_rng(3).integers(1, 301, size=120)
     series = torch.randn(120, 300).masked_fill(
         torch.arange(300) >= torch.tensor(lengths)[:, None], 0
@@ -178,7 +205,10 @@ def test_inference_batches_of_mixed_widths_give_each_series_its_own_features():
         got = encode_windows(
             encoder, series, np.arange(120), np.zeros(120, dtype=np.int64), lengths, max_cells=2048
         )
-        alone = torch.cat([encoder(series[i : i + 1, :n]) for i, n in enumerate(lengths)])
+        alone = [series[i : i + 1, :n] for i, n in enumerate(lengths)]
+        if position:
+            alone = [with_places(w, 0, n) for w, n in zip(alone, lengths, strict=True)]
+        alone = torch.cat([encoder(w) for w in alone])
     torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
 
 

@@ -12,16 +12,25 @@ from cnn_kmeans.loss import Triplets, augment_positives, sample_triplets, triple
 
 
 def reference_loss(
-    encoder: Encoder, series: torch.Tensor, t: Triplets, drop: float = 0.0
+    encoder: Encoder,
+    series: torch.Tensor,
+    t: Triplets,
+    drop: float = 0.0,
+    lengths: np.ndarray | None = None,
 ) -> torch.Tensor:
     """The loss as the paper writes it: one encoder call per window, no padding (with `drop`,
-    each anchor's ⌈drop·K⌉ negatives of largest a·n left out)."""
+    each anchor's ⌈drop·K⌉ negatives of largest a·n left out; with a position channel, each
+    window's steps at their places in their series of `lengths`)."""
 
     def encode(i: int, start: int, length: int, b: int | None = None) -> torch.Tensor:
         window = series[i : i + 1, start : start + length]
         if b is not None and t.positive_scale is not None:  # this positive's own values
             noise = torch.as_tensor(t.positive_noise[b, :length])
             window = window * float(t.positive_scale[b]) + float(t.positive_offset[b]) + noise
+        if encoder.position:  # the steps' places in the whole series, 0 at its first step
+            total = lengths[i]
+            places = torch.arange(start, start + length) / max(total - 1, 1)
+            window = torch.stack([window, places[None].float()], 1)
         return encoder(window)[0]
 
     positive_terms, negative_terms = [], []
@@ -158,11 +167,16 @@ def test_sampling_is_reproducible():
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-@pytest.mark.parametrize(("augment", "drop"), [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5)])
+@pytest.mark.parametrize(
+    ("augment", "drop", "position"),
+    [(0.0, 0.0, False), (0.5, 0.0, False), (0.0, 0.5, False), (0.5, 0.0, True)],
+)
 @pytest.mark.parametrize("equal", [True, False])
-def test_batched_loss_and_gradients_equal_reference(equal, augment, drop):
+def test_batched_loss_and_gradients_equal_reference(equal, augment, drop, position):
     torch.manual_seed(0)
-    encoder = Encoder(blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4)
+    encoder = Encoder(
+        blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4, position=position
+    )
     rng = np.random.default_rng(3)
     lengths = np.full(12, 33) if equal else rng.integers(1, 40, size=12)
     series = padded(lengths, seed=4)
@@ -172,7 +186,7 @@ def test_batched_loss_and_gradients_equal_reference(equal, augment, drop):
 
     fast = triplet_loss(encoder, series, t, drop)
     fast_grads = torch.autograd.grad(fast, list(encoder.parameters()))
-    slow = reference_loss(encoder, series, t, drop)
+    slow = reference_loss(encoder, series, t, drop, lengths)
     slow_grads = torch.autograd.grad(slow, list(encoder.parameters()))
 
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)

@@ -257,6 +257,7 @@ def test_training_resumes_exactly_from_a_trainer_state(ragged):
         {"min_window": 0.5},
         {"whole_anchors": 1.0},
         {"negative_drop": 0.3},
+        {"position": "relative"},
     ],
     ids=lambda lever: next(iter(lever)),
 )

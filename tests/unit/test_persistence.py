@@ -32,6 +32,15 @@ def test_round_trip_gives_identical_outputs(fitted, series, tmp_path):
     assert loaded.config == fitted.config and loaded.scaler_ == fitted.scaler_
 
 
+def test_a_model_with_a_position_channel_round_trips(series, tmp_path):
+    model = CNNKMeans(tiny_config(epochs=1, position="relative")).fit(series)
+    save(model, tmp_path)
+    loaded = load(tmp_path)
+    assert loaded.encoder_.position and loaded.encoder_.network[0].conv1.conv.in_channels == 2
+    np.testing.assert_array_equal(loaded.transform(series), model.transform(series))
+    np.testing.assert_array_equal(loaded.predict(series), model.predict(series))
+
+
 def test_files_load_without_pickle(fitted, tmp_path):
     save(fitted, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
