@@ -52,6 +52,8 @@ PAPER_ACCURACY = quality_report.PAPER_ACCURACY
 PAPER_STEPS = 1500
 # Records of retrained levers: one folder per label (`run --lever LABEL KEY=VALUE ...`).
 LEVERS = RECORDS / "levers"
+# Records of the sets beyond the suite (`quality_suite.LARGE`), at the defaults.
+LARGE = RECORDS / "large"
 
 
 def versions() -> dict[str, str]:
@@ -190,7 +192,9 @@ def run(
     data = qs.load(name)
     X_train, y_train, X_test, _ = data
     k = len(np.unique(y_train))
-    folder = RECORDS if lever is None else LEVERS / lever[0]
+    if name in qs.LARGE and lever is not None:
+        raise SystemExit(f"{name} is beyond the suite: its records are the default job's only")
+    folder = LARGE if name in qs.LARGE else RECORDS if lever is None else LEVERS / lever[0]
     path = folder / f"{name}-seed{seed}.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     lengths = (~np.isnan(X_train)).sum(axis=1)
@@ -324,7 +328,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="baselines and training snapshots of one data set")
-    run_parser.add_argument("--dataset", required=True, choices=qs.SUITE)
+    run_parser.add_argument("--dataset", required=True, choices=qs.SUITE + qs.LARGE)
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run_parser.add_argument("--cache", type=Path, required=True, help="features, checkpoints")
     run_parser.add_argument(
@@ -355,7 +359,8 @@ def main() -> None:
     else:
         records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
         levers = [json.loads(p.read_text()) for p in sorted(LEVERS.glob("*/*.json"))]
-        text = quality_report.report(records, levers)
+        large = [json.loads(p.read_text()) for p in sorted(LARGE.glob("*.json"))]
+        text = quality_report.report(records, levers, large)
         if args.write:
             args.write.write_text(text)
         print(text)

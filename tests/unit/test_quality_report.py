@@ -95,3 +95,27 @@ def test_the_kmeans_side_levers_are_also_paired_over_every_seed(quality_report):
     assert "| L2-normalised features vs none (default budget) | 1 | 0 / 0 | +0.000 |" in section
     assert "over every seed of the 1 sets that have more than seeds 0–2 (2 runs)" in section
     assert "| L2-normalised features vs none | 2 | 1 / 0 | +0.150 |" in section
+
+
+def test_a_large_set_is_reported_on_its_own_with_its_capped_and_continued_runs(quality_report):
+    """A set beyond the suite: its own section, the default's capped passes named as ours, the
+    passes past them as continued, its command; the suite's means do not read it."""
+    suite = [record(quality_report, 0, 0.7, True)]
+    crop = record(quality_report, 0, 0.4, True)
+    crop["dataset"] = "Crop"
+    crop["config"] = {"epochs": 100, "max-steps": 1500}
+    crop["data"] = {"train": 7200, "test": 16800, "length": [46, 46], "classes": 24}
+    # 720 steps per pass: the cap makes 3 passes (2,160 steps); a run continued to 10 passes.
+    crop["snapshots"] = [
+        {**crop["snapshots"][0], "epochs": 0, "steps": 0},
+        {**crop["snapshots"][1], "epochs": 3, "steps": 2160},
+        {**crop["snapshots"][1], "epochs": 10, "steps": 7200, "train_seconds": 600.0},
+    ]
+    text = quality_report.report(suite, large=[crop])
+    before, section = text.split("## A large set", 1)
+    assert "Crop" not in before and "ours 0.700, k-Shape 0.200" in before
+    assert "| Crop | 0 | 7200 / 16800 / 46–46 / 24 | 0.200 | 0.200 | 0.200 | 0.200 |" in section
+    assert "| Crop | 0 | 0 | 0 | untrained control | 0.000 | 0.000 | 1.0 |" in section
+    assert "| Crop | 0 | 3 | 2,160 | ours (defaults) | 0.400 | 0.400 | 1.0 |" in section
+    assert "| Crop | 0 | 10 | 7,200 | continued (10% of `epochs`' 72,000) | 0.400" in section
+    assert "--dataset Crop --seeds 0 --min-steps 7200 --cache" in section
