@@ -121,7 +121,9 @@ class Encoder(nn.Module):
     offsets teach the encoder that where does not matter, so classes told apart by where an event
     happens (BME's begin, middle and end; GunPoint's timing) fold together. A position input is
     the usual answer (the positional encodings of Transformers: Vaswani et al., NeurIPS 2017);
-    the causal convolutions see it as one more channel. Issue 14's lever.
+    the causal convolutions see it as one more channel. Issue 14's lever, off by default: it
+    helped where the classes differ by timing and hurt where one event happens anywhere (CBF),
+    BENCHMARKS.md's "Levers that retrain".
 
     `blocks` blocks of `filters` channels with dilations 1, 2, ..., 2^(blocks-1), one final block of
     `reduced_size` channels with dilation 2^blocks, max pooling over each series' true length,
