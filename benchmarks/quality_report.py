@@ -742,8 +742,8 @@ def report(records: list[dict], levers: list[dict] = (), large: list[dict] = ())
         "",
         "## A large set: the step cap where it binds hardest",
         "",
-        "The suite's largest set has 400 training series. On the sets below the default "
-        "`max-steps` makes a few passes of many series; each run is the default job, scored "
+        "The suite's largest set has 400 training series. On the sets below, the default "
+        "`max-steps` makes a few passes of many series. Each run is the default job, scored "
         "at the capped passes and continued past them (`--min-steps`), with the baselines on "
         "the same split and seed. Not in any mean above.",
         "",
