@@ -5,6 +5,7 @@ Everything in the document is computed here from the records: nothing is typed i
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 
@@ -605,8 +606,8 @@ def large_sets(large: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in large:
-        default = default_shot(r)
-        uncapped = _config(r).epochs * -(-r["data"]["train"] // _config(r).batch_size)
+        default, config = default_shot(r), _config(r)
+        uncapped = config.epochs * math.ceil(r["data"]["train"] / config.batch_size)
         for shot in r.get("snapshots", []):
             which = (
                 "untrained control"

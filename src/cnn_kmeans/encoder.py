@@ -381,26 +381,20 @@ def encode_windows(
         if transform is not None:
             scale, offset, noise = (torch.as_tensor(a[group], device=device) for a in transform)
             batch = batch * scale[:, None] + offset[:, None] + noise[:, :width]
-        batch = batch.masked_fill(steps >= lengths[:, None], 0.0)
+        after = steps >= lengths[:, None]
+        batch = batch.masked_fill(after, 0.0)
         if encoder.position:
-            batch = torch.stack([batch, _places(columns, group, length, totals, steps, lengths)], 1)
+            whole = (length if totals is None else totals)[group]
+            batch = torch.stack([batch, _places(columns, whole, after)], 1)
         features[rows.new_tensor(group)] = encoder(batch, lengths, recompute=recompute)
         if on_batch is not None:
             on_batch(len(group))
     return features
 
 
-def _places(
-    columns: torch.Tensor,
-    group: np.ndarray,
-    length: np.ndarray,
-    totals: np.ndarray | None,
-    steps: torch.Tensor,
-    lengths: torch.Tensor,
-) -> torch.Tensor:
-    """The position channel of a batch (see `encode_windows`): each step's column of its whole
-    series over that series' last column, zero after the window's end like the values."""
-    total = torch.as_tensor((length if totals is None else totals)[group], device=columns.device)
-    last = (total - 1).clamp_(min=1).to(torch.float32)
-    places = columns.to(torch.float32) / last[:, None]
-    return places.masked_fill_(steps >= lengths[:, None], 0.0)
+def _places(columns: torch.Tensor, whole: np.ndarray, after: torch.Tensor) -> torch.Tensor:
+    """The position channel of a batch (see `encode_windows`): each step's column over the last
+    column of its whole series (`whole` steps long), zero where `after` (past the window's end),
+    like the values."""
+    last = torch.as_tensor(whole, device=columns.device).sub(1).clamp_(min=1).to(torch.float32)
+    return (columns.to(torch.float32) / last[:, None]).masked_fill_(after, 0.0)

@@ -99,8 +99,9 @@ def sample_triplets(
     anchor_start = rng.integers(0, own - anchor_length + 1)
     positive_start = anchor_start + rng.integers(0, anchor_length - positive_length + 1)
     negative_index = rng.integers(0, len(lengths), size=(size, negatives))
-    negative_length = np.minimum(positive_length[:, None], lengths[negative_index])
-    negative_start = rng.integers(0, lengths[negative_index] - negative_length + 1)
+    negative_total = lengths[negative_index]
+    negative_length = np.minimum(positive_length[:, None], negative_total)
+    negative_start = rng.integers(0, negative_total - negative_length + 1)
     return Triplets(
         anchor_index=np.asarray(anchors, dtype=np.int64),
         anchor_start=anchor_start,
@@ -111,7 +112,7 @@ def sample_triplets(
         negative_start=negative_start,
         negative_length=negative_length,
         anchor_total=own,
-        negative_total=lengths[negative_index],
+        negative_total=negative_total,
     )
 
 
@@ -185,7 +186,9 @@ def triplet_loss(
         offset[size : 2 * size] = t.positive_offset
         noise[size : 2 * size] = t.positive_noise
         affine = (scale, offset, noise)
-    totals = np.concatenate([t.anchor_total, t.anchor_total, t.negative_total.ravel()])
+    totals = None  # read by a position channel only
+    if encoder.position:
+        totals = np.concatenate([t.anchor_total, t.anchor_total, t.negative_total.ravel()])
     features = encode_windows(
         encoder, series, index, start, length, transform=affine, totals=totals
     )
