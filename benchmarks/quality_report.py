@@ -230,6 +230,14 @@ def fidelity(records: list[dict]) -> list[str]:
     return lines
 
 
+def _size(data: dict) -> str:
+    """A record's data in one cell: train / test / shortest–longest length / classes."""
+    return (
+        f"{data['train']} / {data['test']} / {data['length'][0]}–{data['length'][1]} / "
+        f"{data['classes']}"
+    )
+
+
 def times(records: list[dict]) -> list[str]:
     """Training steps and wall seconds per set: default budget and the longer one."""
     lines = [
@@ -238,8 +246,7 @@ def times(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, rows in _by_set(records).items():
-        d = rows[0]["data"]
-        size = f"{d['train']} / {d['test']} / {d['length'][0]}–{d['length'][1]} / {d['classes']}"
+        size = _size(rows[0]["data"])
         base = [default_shot(r) for r in rows if default_shot(r)]
         # The longest run past the default budget, where there is one.
         longer = [r["snapshots"][-1] for r in rows if r.get("snapshots")]
@@ -592,8 +599,7 @@ def large_sets(large: list[dict]) -> list[str]:
         "|---|---|---|" + "---|" * len(BASELINES),
     ]
     for r in large:
-        d = r["data"]
-        size = f"{d['train']} / {d['test']} / {d['length'][0]}–{d['length'][1]} / {d['classes']}"
+        size = _size(r["data"])
         cells = [baseline(m)(r) for m in BASELINES]
         lines.append(
             f"| {r['dataset']} | {r['seed']} | {size} | "
