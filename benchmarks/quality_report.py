@@ -412,9 +412,7 @@ def distance(records: list[dict]) -> list[str]:
             for label, get in others.items()
         }
         versus = paired(sets_runs, trained, others["MiniRocket+KMeans"])
-        capped = [
-            trained(r) - v for r in sets_runs if (v := ours("uncapped")(r)) is not None
-        ]
+        capped = [trained(r) - v for r in sets_runs if (v := ours("uncapped")(r)) is not None]
         config = _config(sets_runs[0])
         same = planned_epochs(config, sets_runs[0]["data"]["train"]) == config.epochs
         today = "the same job" if same else f"{statistics.mean(capped):+.3f}" if capped else "–"

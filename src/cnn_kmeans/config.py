@@ -154,6 +154,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         choices=("none", "relative"),
     ),
     Hyperparameter(
+        "pooling",
+        str,
+        "max",
+        "how each channel is pooled over a series' length before the final linear layer: its "
+        "maximum (the paper), or its maximum and its mean side by side (max-mean: how much of "
+        "the series a pattern fills, as ROCKET's proportion of positive values, beside whether "
+        "it occurs)",
+        choices=("max", "max-mean"),
+    ),
+    Hyperparameter(
         "features",
         str,
         "raw",
@@ -259,6 +269,7 @@ ARCHITECTURE = (
     "output-size",
     "scaling",
     "position",
+    "pooling",
     "encoders",
 )
 
@@ -282,6 +293,7 @@ class Config:
     max_steps: int = 1500
     scaling: str = "global"
     position: str = "none"
+    pooling: str = "max"
     features: str = "raw"
     positive_augment: float = 0.0
     min_window: float = 0.0

@@ -125,6 +125,12 @@ class Encoder(nn.Module):
     helped where the classes differ by timing and hurt where one event happens anywhere (CBF),
     BENCHMARKS.md's "Levers that retrain".
 
+    With `pooling="max-mean"`, each channel's mean over the series' steps joins its maximum:
+    the maximum says whether a pattern occurs, the mean how much of the series it fills (ROCKET
+    pools each kernel's output both ways, its maximum and its proportion of positive values:
+    Dempster, Petitjean & Webb, 2020; MiniRocket keeps the proportion alone). Issue 14's lever,
+    off by default: "max" is the paper's encoder.
+
     `blocks` blocks of `filters` channels with dilations 1, 2, ..., 2^(blocks-1), one final block of
     `reduced_size` channels with dilation 2^blocks, max pooling over each series' true length,
     then a linear layer to `output_size` features.
@@ -138,6 +144,7 @@ class Encoder(nn.Module):
         reduced_size: int,
         output_size: int,
         position: bool = False,
+        pooling: str = "max",
     ):
         super().__init__()
         # With `position`, a second input channel holds each step's place in its series (see
@@ -150,7 +157,10 @@ class Encoder(nn.Module):
             channels = filters
         layers.append(CausalBlock(channels, reduced_size, kernel_size, 2**blocks))
         self.network = nn.Sequential(*layers)
-        self.linear = nn.Linear(reduced_size, output_size)
+        # With "max-mean", the linear layer reads each channel's maximum and then its mean.
+        self.pooling = pooling
+        pooled = 2 * reduced_size if pooling == "max-mean" else reduced_size
+        self.linear = nn.Linear(pooled, output_size)
         # Channels of every block's output: autograd keeps ~3 float32 tensors of each per time
         # step (measured ~7 KB per step at the defaults, 12 bytes x 560 channels = 6.7 KB).
         self.activation_channels = filters * blocks + reduced_size
@@ -188,6 +198,7 @@ class Encoder(nn.Module):
             config.reduced_size,
             config.output_size,
             position=config.position == "relative",
+            pooling=config.pooling,
         )
 
     def forward(
@@ -214,11 +225,21 @@ class Encoder(nn.Module):
                 h = checkpoint(run, h, use_reentrant=False)
         else:
             h = self.network(h)
+        padding = None
         if lengths is not None:
-            padding = torch.arange(h.shape[-1], device=h.device) >= lengths[:, None]
-            h = h.masked_fill(padding[:, None, :], float("-inf"))
+            padding = (torch.arange(h.shape[-1], device=h.device) >= lengths[:, None])[:, None, :]
+        mean = None
+        if self.pooling == "max-mean":
+            # Over each series' own steps: the padding after its end is left out of the sum.
+            if padding is None:
+                mean = h.mean(dim=2)
+            else:
+                mean = h.masked_fill(padding, 0.0).sum(dim=2) / lengths[:, None].to(h.dtype)
+        if padding is not None:
+            h = h.masked_fill(padding, float("-inf"))
         # max (not amax): its backward keeps only the argmax indices, not all of h.
-        return self.linear(h.max(dim=2).values)
+        pooled = h.max(dim=2).values
+        return self.linear(pooled if mean is None else torch.cat([pooled, mean], dim=1))
 
 
 class Ensemble(nn.Module):

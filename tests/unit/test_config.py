@@ -24,6 +24,7 @@ SPEC_TABLE = {
     "max-steps": (int, 1500, "0–10000000", True),
     "scaling": (str, "global", "global, series", True),
     "position": (str, "none", "none, relative", True),
+    "pooling": (str, "max", "max, max-mean", True),
     "features": (str, "raw", "raw, standardised, whitened", True),
     "positive-augment": (float, 0.0, "0–1", True),
     "min-window": (float, 0.0, "0–1", True),

@@ -154,8 +154,9 @@ def with_places(window: torch.Tensor, start: int, total: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("position", [False, True])
-def test_encode_windows_matches_one_window_at_a_time(position):
-    encoder = make_encoder(blocks=3, position=position)
+@pytest.mark.parametrize("pooling", ["max", "max-mean"])
+def test_encode_windows_matches_one_window_at_a_time(position, pooling):
+    encoder = make_encoder(blocks=3, position=position, pooling=pooling)
     rng = np.random.default_rng(1)
     series = torch.randn(6, 40)
     totals = rng.integers(20, 41, size=6)  # the series' own lengths
@@ -190,11 +191,12 @@ def test_the_position_channel_tells_the_same_pattern_apart_by_where_it_was_cut()
 
 
 @pytest.mark.parametrize("position", [False, True])
-def test_inference_batches_of_mixed_widths_give_each_series_its_own_features(position):
+@pytest.mark.parametrize("pooling", ["max", "max-mean"])
+def test_inference_batches_of_mixed_widths_give_each_series_its_own_features(position, pooling):
     # Dilations up to 128 on lengths 1-300: groups merge widths across the lengths where a
     # convolution's taps change, and every series must still get the features it gets alone
     # (with a position channel: its steps from 0 at the first to 1 at its own last).
-    encoder = make_encoder(blocks=7, position=position)
+    encoder = make_encoder(blocks=7, position=position, pooling=pooling)
     lengths = np.random.default_rng(3).integers(1, 301, size=120)
     series = torch.randn(120, 300).masked_fill(
         torch.arange(300) >= torch.tensor(lengths)[:, None], 0
@@ -210,6 +212,46 @@ def test_inference_batches_of_mixed_widths_give_each_series_its_own_features(pos
             alone = [with_places(w, 0, n) for w, n in zip(alone, lengths, strict=True)]
         alone = torch.cat([encoder(w) for w in alone])
     torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_max_mean_pooling_reads_each_channels_maximum_and_mean_over_the_series_own_steps():
+    # The linear layer set to copy its inputs: the features are the pooled values themselves,
+    # each channel's maximum and then its mean, over the steps before the series' end only
+    # (what lies after it is large and must count in neither).
+    encoder = make_encoder(blocks=2, reduced_size=3, output_size=6, pooling="max-mean")
+    with torch.no_grad():
+        encoder.linear.weight.copy_(torch.eye(6))
+        encoder.linear.bias.zero_()
+        x, lengths = torch.randn(3, 25), torch.tensor([25, 9, 1])
+        x[1, 9:] = 50.0
+        x[2, 1:] = -50.0
+        got = encoder(x, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            h = encoder.network(x[row : row + 1, :n].unsqueeze(1))[0]
+            torch.testing.assert_close(got[row, :3], h.max(dim=1).values)
+            torch.testing.assert_close(got[row, 3:], h.mean(dim=1))
+
+
+def test_max_pooling_cannot_tell_how_long_a_pattern_lasts_and_max_mean_can():
+    # The same pulse held for 10 steps or for 30, both longer than the receptive field (7 steps):
+    # every channel reaches the same maximum, so the paper's pooling gives both series one
+    # feature vector; the mean tells them apart.
+    x = torch.zeros(2, 60)
+    x[0, 10:20] = 1.0
+    x[1, 10:40] = 1.0
+    encoder = make_encoder(blocks=1, kernel_size=2, pooling="max")
+    with torch.no_grad():
+        # Non-negative weights and no biases: each channel is largest on the plateau.
+        for parameter in encoder.network.parameters():
+            parameter.abs_()
+        for block in encoder.network:
+            for conv in (block.conv1.conv, block.conv2.conv):
+                conv.bias.zero_()
+        both = make_encoder(blocks=1, kernel_size=2, pooling="max-mean")
+        both.network.load_state_dict(encoder.network.state_dict())
+        plain, pooled = encoder(x), both(x)
+    torch.testing.assert_close(plain[0], plain[1])
+    assert (pooled[0] - pooled[1]).abs().max() > 1e-3
 
 
 def test_recomputing_blocks_in_backward_gives_the_same_gradients_bit_for_bit():

@@ -168,14 +168,26 @@ def test_sampling_is_reproducible():
 
 
 @pytest.mark.parametrize(
-    ("augment", "drop", "position"),
-    [(0.0, 0.0, False), (0.5, 0.0, False), (0.0, 0.5, False), (0.5, 0.0, True)],
+    ("augment", "drop", "position", "pooling"),
+    [
+        (0.0, 0.0, False, "max"),
+        (0.5, 0.0, False, "max"),
+        (0.0, 0.5, False, "max"),
+        (0.5, 0.0, True, "max"),
+        (0.0, 0.0, False, "max-mean"),
+    ],
 )
 @pytest.mark.parametrize("equal", [True, False])
-def test_batched_loss_and_gradients_equal_reference(equal, augment, drop, position):
+def test_batched_loss_and_gradients_equal_reference(equal, augment, drop, position, pooling):
     torch.manual_seed(0)
     encoder = Encoder(
-        blocks=3, filters=6, kernel_size=3, reduced_size=5, output_size=4, position=position
+        blocks=3,
+        filters=6,
+        kernel_size=3,
+        reduced_size=5,
+        output_size=4,
+        position=position,
+        pooling=pooling,
     )
     rng = np.random.default_rng(3)
     lengths = np.full(12, 33) if equal else rng.integers(1, 40, size=12)

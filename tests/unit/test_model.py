@@ -258,6 +258,7 @@ def test_training_resumes_exactly_from_a_trainer_state(ragged):
         {"whole_anchors": 1.0},
         {"negative_drop": 0.3},
         {"position": "relative"},
+        {"pooling": "max-mean"},
     ],
     ids=lambda lever: next(iter(lever)),
 )

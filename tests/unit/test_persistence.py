@@ -41,6 +41,18 @@ def test_a_model_with_a_position_channel_round_trips(series, tmp_path):
     np.testing.assert_array_equal(loaded.predict(series), model.predict(series))
 
 
+def test_a_model_that_pools_max_and_mean_round_trips(series, tmp_path):
+    model = CNNKMeans(tiny_config(epochs=1, pooling="max-mean")).fit(series)
+    save(model, tmp_path)
+    loaded = load(tmp_path)
+    reduced = loaded.config.reduced_size
+    assert (
+        loaded.encoder_.pooling == "max-mean" and loaded.encoder_.linear.in_features == 2 * reduced
+    )
+    np.testing.assert_array_equal(loaded.transform(series), model.transform(series))
+    np.testing.assert_array_equal(loaded.predict(series), model.predict(series))
+
+
 def test_files_load_without_pickle(fitted, tmp_path):
     save(fitted, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
