@@ -151,3 +151,36 @@ def test_how_far_from_the_goal_lists_each_sets_gaps_over_every_seed_largest_firs
         "the same job |",
         "| Fish | 0 | 0.500 | +0.300 | +0.300 | +0.300 | +0.300 | +0.500 | 1 / 0 | +0.200 |",
     ]
+
+
+def test_a_lever_is_also_paired_with_the_default_job_run_on_its_own_cpu_model(quality_report):
+    def on(run: dict, cpu: str, lever: str = "", **overrides) -> dict:
+        run["versions"] = {"cpu": cpu}
+        if lever:
+            run.update(lever=lever, overrides=overrides)
+        return run
+
+    runs = [
+        on(record(quality_report, 0, 0.7, True), "Intel"),
+        on(record(quality_report, 3, 0.1, True), "AMD"),
+    ]
+    levers = [
+        on(record(quality_report, 0, 0.8, False), "AMD", "pooling", pooling="max-mean"),
+        on(record(quality_report, 3, 0.4, False), "AMD", "pooling", pooling="max-mean"),
+        # The default job again on AMD at seed 0, where the default record ran on Intel.
+        on(record(quality_report, 0, 0.5, False), "AMD", "rerun"),
+        # A lever on a model no default job ran on has no pairs on its CPU model.
+        on(record(quality_report, 0, 0.9, False), "ARM", "augment0.3", **{"positive-augment": 0.3}),
+    ]
+    section = quality_report.report(runs, levers).split("## Levers that retrain", 1)[1]
+    section = section.split("## Seed to seed", 1)[0]
+    title = "pooling (pooling=max-mean)"
+    # With the default records: +0.1 (Intel's 0.7) and +0.3.
+    assert f"| {title} vs ours (defaults) | 2 | 2 / 0 | +0.200 |" in section
+    # On AMD: seed 0 against the rerun's 0.5, seed 3 against its own default record's 0.1.
+    assert f"| {title} vs ours (defaults) on its CPU model | 2 | 2 / 0 | +0.300 |" in section
+    # The rerun is the default job on another CPU model: -0.2 from the Intel record.
+    assert "| rerun (the default job again) vs ours (defaults) | 1 | 0 / 1 | -0.200 |" in section
+    assert "rerun (the default job again) vs ours (defaults) on its CPU model" not in section
+    assert "augment0.3 (positive-augment=0.3) vs ours (defaults) | 1 |" in section
+    assert "augment0.3 (positive-augment=0.3) vs ours (defaults) on its CPU model" not in section
