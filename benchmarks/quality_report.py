@@ -22,6 +22,7 @@ PAPER_ACCURACY = {
 BASELINES = {
     "kmeans_raw": "KMeans, z-normalised series",
     "kshape": "k-Shape",
+    "kasba": "KASBA (MSM elastic k-means)",
     "minirocket": "MiniRocket + StandardScaler + KMeans",
     "rclustering": "R-Clustering recipe (MiniRocket, standardise, PCA, KMeans)",
 }
@@ -245,7 +246,7 @@ def times(records: list[dict]) -> list[str]:
     """Training steps and wall seconds per set: default budget and the longer one."""
     lines = [
         "| data set | train / test / length / classes | default steps | time | longer budget: "
-        "steps | time | baselines' time (k-Shape, MiniRocket+KMeans) |",
+        "steps | time | baselines' time (k-Shape, KASBA, MiniRocket+KMeans) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, rows in _by_set(records).items():
@@ -258,8 +259,10 @@ def times(records: list[dict]) -> list[str]:
         long_t = _fmt([s["train_seconds"] / 60 for s in longer], 1) + " min" if longer else "–"
         b = [r["baselines"] for r in rows if "baselines" in r]
         btime = (
-            f"{statistics.mean(x['kshape']['seconds'] for x in b):.0f} s, "
-            f"{statistics.mean(x['minirocket']['seconds'] for x in b):.0f} s"
+            ", ".join(
+                f"{statistics.mean(x[m]['seconds'] for x in b):.0f} s"
+                for m in ("kshape", "kasba", "minirocket")
+            )
             if b
             else "–"
         )
@@ -315,6 +318,7 @@ def goal(records: list[dict]) -> list[str]:
         ),
         "",
         f"- mean test ARI over sets: ours {means['ours']:.3f}, k-Shape {means['kshape']:.3f}, "
+        f"KASBA {means['kasba']:.3f}, "
         f"MiniRocket+KMeans {means['minirocket']:.3f}, R-Clustering recipe "
         f"{means['rclustering']:.3f}, KMeans on the series {means['kmeans_raw']:.3f}: "
         + (
@@ -444,6 +448,7 @@ def distance(records: list[dict]) -> list[str]:
         "MiniRocket+KMeans": baseline("minirocket"),
         "R-Clustering recipe": baseline("rclustering"),
         "k-Shape": baseline("kshape"),
+        "KASBA": baseline("kasba"),
         "KMeans on the series": baseline("kmeans_raw"),
         "untrained control": ours("untrained"),
     }
@@ -641,12 +646,14 @@ def more_seeds(records: list[dict]) -> list[str]:
     def suite(seed: int) -> bool:
         return seed in SUITE_SEEDS
 
-    kshape, minirocket, rclustering = (baseline(m) for m in ("kshape", "minirocket", "rclustering"))
+    kshape, kasba = baseline("kshape"), baseline("kasba")
+    minirocket, rclustering = baseline("minirocket"), baseline("rclustering")
     runs = sum(len(rows) for rows in sets.values())
     return [
         f"Over every seed of the {len(sets)} sets that have more than seeds 0–2 ({runs} runs), "
         f"mean test ARI: ours {_mean_over_sets(sets, trained)}, k-Shape "
-        f"{_mean_over_sets(sets, kshape)}, MiniRocket+KMeans {_mean_over_sets(sets, minirocket)}, "
+        f"{_mean_over_sets(sets, kshape)}, KASBA {_mean_over_sets(sets, kasba)}, "
+        f"MiniRocket+KMeans {_mean_over_sets(sets, minirocket)}, "
         f"R-Clustering recipe {_mean_over_sets(sets, rclustering)} (seeds 0–2 of the same sets: "
         f"ours {_mean_over_sets(sets, trained, suite)}, MiniRocket+KMeans "
         f"{_mean_over_sets(sets, minirocket, suite)}). "
