@@ -129,7 +129,8 @@ class Encoder(nn.Module):
     the maximum says whether a pattern occurs, the mean how much of the series it fills (ROCKET
     pools each kernel's output both ways, its maximum and its proportion of positive values:
     Dempster, Petitjean & Webb, 2020; MiniRocket keeps the proportion alone). Issue 14's lever,
-    off by default: "max" is the paper's encoder.
+    off by default ("max" is the paper's encoder): on the nine cheapest sets of the suite it lost
+    on average, BENCHMARKS.md's "Levers that retrain".
 
     `blocks` blocks of `filters` channels with dilations 1, 2, ..., 2^(blocks-1), one final block of
     `reduced_size` channels with dilation 2^blocks, max pooling over each series' true length,
