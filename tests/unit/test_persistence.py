@@ -45,10 +45,8 @@ def test_a_model_that_pools_max_and_mean_round_trips(series, tmp_path):
     model = CNNKMeans(tiny_config(epochs=1, pooling="max-mean")).fit(series)
     save(model, tmp_path)
     loaded = load(tmp_path)
-    reduced = loaded.config.reduced_size
-    assert (
-        loaded.encoder_.pooling == "max-mean" and loaded.encoder_.linear.in_features == 2 * reduced
-    )
+    assert loaded.encoder_.pooling == "max-mean"
+    assert loaded.encoder_.linear.in_features == 2 * loaded.config.reduced_size
     np.testing.assert_array_equal(loaded.transform(series), model.transform(series))
     np.testing.assert_array_equal(loaded.predict(series), model.predict(series))
 
